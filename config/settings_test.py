@@ -1,0 +1,34 @@
+"""Test settings: PostgreSQL when it is reachable, SQLite otherwise.
+
+DATABASE_URL wins when set. Otherwise the suite probes the local PostgreSQL
+(127.0.0.1:5432) that CI has, so the concurrency tests run on a database
+that really locks rows; on a machine without it, the suite runs on SQLite.
+"""
+
+import os
+import socket
+
+
+def _postgres_reachable(host: str = "127.0.0.1", port: int = 5432) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+if not os.environ.get("DATABASE_URL") and os.environ.get("TEST_DB", "auto") != "sqlite":
+    if _postgres_reachable():
+        os.environ["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/labeling"
+
+os.environ.setdefault("VAR_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), "var", "test"))
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import DATABASES  # noqa: E402
+
+# Fast hashing in tests; Argon2 stays first in production settings.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}  # noqa: F405
+if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["TEST"] = {"NAME": "test_labeling"}

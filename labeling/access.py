@@ -1,0 +1,31 @@
+"""Who may see what. Every view and endpoint reaches projects, comparisons and
+judgments only through these lookups, which check ownership and raise 404."""
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from labeling.models import Judgment, Project
+
+
+def projects_for(user) -> QuerySet[Project]:
+    """Active projects this user may label: staff every one, raters their own."""
+    if not user.is_authenticated:
+        return Project.objects.none()
+    projects = Project.objects.filter(is_active=True)
+    if not user.is_staff:
+        projects = projects.filter(raters=user)
+    return projects.order_by("name")
+
+
+def get_project_for_user(user, *, project_id=None, slug=None) -> Project:
+    lookup = {"pk": project_id} if project_id is not None else {"slug": slug}
+    try:
+        return projects_for(user).get(**lookup)
+    except (Project.DoesNotExist, ValueError):
+        raise Http404("No such project.") from None
+
+
+def judgments_for(user) -> QuerySet[Judgment]:
+    """A rater's own judgments, never anyone else's (staff included: the API
+    is a rater's view; admins read everyone's in the admin and exports)."""
+    return Judgment.objects.filter(rater=user)

@@ -1,0 +1,214 @@
+"""Recording a judgment: validate, store once, announce after commit.
+
+Callers speak in the rater's terms (left / right as shown on screen); the
+database stores A / B plus which one was on the left, so the order effect
+can be studied and undone later.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from labeling.access import projects_for
+from labeling.models import Assignment, Comparison, Judgment, Side
+from labeling.signals import judgment_recorded
+
+log = logging.getLogger(__name__)
+
+SHOWN_OUTCOMES = ("left", "right", "tie", "both_bad")
+SHOWN_CRITERION_OUTCOMES = ("left", "right", "tie")
+MAX_RATIONALE = 10_000
+MAX_TIME_SPENT_MS = 24 * 3600 * 1000
+
+
+class JudgmentError(Exception):
+    """Something a rater or client did wrong; the message is for people."""
+
+
+class ComparisonNotFound(JudgmentError):
+    """No such comparison in a project this rater may label (maps to 404)."""
+
+
+class LeaseConflict(JudgmentError):
+    """The rater holds no lease and the comparison needs no more judgments (409)."""
+
+
+class InvalidJudgment(JudgmentError):
+    """Field errors (400): {field: [message, ...]}."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Recorded:
+    judgment: Judgment
+    created: bool  # False: the rater had already judged it; this is the stored one
+
+
+def _to_stored(shown: str, left: str) -> str:
+    """'left'/'right' as seen on screen -> 'a'/'b' as stored."""
+    if shown == "left":
+        return left
+    if shown == "right":
+        return Side.B if left == Side.A else Side.A
+    return shown
+
+
+def _validate(*, project, outcome, strength, criteria, rationale, flags, time_spent_ms) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    allowed = ["left", "right"] + (["tie"] if project.allow_ties else []) + (
+        ["both_bad"] if project.allow_both_bad else []
+    )
+    if outcome not in allowed:
+        errors["outcome"] = [f"Must be one of: {', '.join(allowed)}."]
+    if outcome in ("left", "right") and strength not in (1, 2, 3):
+        errors["strength"] = ["Must be 1 (slightly), 2 (clearly) or 3 (much) better."]
+    if not isinstance(criteria, dict):
+        errors["criteria"] = ["Must be an object {criterion: left|right|tie}."]
+    else:
+        unknown = sorted(set(criteria) - set(project.criteria))
+        if unknown:
+            errors.setdefault("criteria", []).append(
+                f"Unknown criteria: {', '.join(unknown)}. This project has: {', '.join(project.criteria) or 'none'}."
+            )
+        bad = sorted(k for k, v in criteria.items() if v not in SHOWN_CRITERION_OUTCOMES)
+        if bad:
+            errors.setdefault("criteria", []).append(f"Values must be left, right or tie (bad: {', '.join(bad)}).")
+    if not isinstance(rationale, str) or len(rationale) > MAX_RATIONALE:
+        errors["rationale"] = [f"Must be text of at most {MAX_RATIONALE} characters."]
+    valid_flags = set(Judgment.Flag.values)
+    if not isinstance(flags, list) or any(f not in valid_flags for f in flags):
+        errors["flags"] = [f"Each flag must be one of: {', '.join(sorted(valid_flags))}."]
+    if isinstance(time_spent_ms, bool) or not isinstance(time_spent_ms, int) or not (
+        0 <= time_spent_ms <= MAX_TIME_SPENT_MS
+    ):
+        errors["time_spent_ms"] = [f"Must be an integer between 0 and {MAX_TIME_SPENT_MS}."]
+    return errors
+
+
+def record_judgment(
+    *,
+    rater,
+    comparison_id: int,
+    outcome: str,
+    strength: int | None = None,
+    criteria: dict | None = None,
+    rationale: str = "",
+    flags: list | None = None,
+    time_spent_ms: int,
+    now=None,
+) -> Recorded:
+    """Store a rater's judgment of a comparison, exactly once.
+
+    `outcome` and `criteria` values are in shown terms: "left" | "right" |
+    "tie" | "both_bad". A second call for the same (comparison, rater)
+    returns the stored judgment unchanged (created=False): clients may retry.
+    Raises ComparisonNotFound, LeaseConflict or InvalidJudgment.
+    """
+    now = now or timezone.now()
+    criteria = {} if criteria is None else criteria
+    flags = [] if flags is None else flags
+    try:
+        with transaction.atomic(durable=True):
+            recorded = _record(
+                rater=rater,
+                comparison_id=comparison_id,
+                outcome=outcome,
+                strength=strength,
+                criteria=criteria,
+                rationale=rationale,
+                flags=flags,
+                time_spent_ms=time_spent_ms,
+                now=now,
+            )
+    except IntegrityError:
+        # Only reachable if two requests raced past the row lock (they cannot
+        # on PostgreSQL or SQLite-IMMEDIATE); the stored judgment wins.
+        existing = Judgment.objects.filter(comparison_id=comparison_id, rater=rater).first()
+        if existing is None:
+            raise
+        return Recorded(existing, created=False)
+    return recorded
+
+
+def _record(*, rater, comparison_id, outcome, strength, criteria, rationale, flags, time_spent_ms, now) -> Recorded:
+    # The row lock serialises everything that changes this comparison's
+    # count of leases and judgments (see assignment.py).
+    comparison = (
+        Comparison.objects.filter(pk=comparison_id, project__in=projects_for(rater))
+        .select_related("project")
+        .select_for_update(of=("self",))
+        .first()
+    )
+    if comparison is None:
+        raise ComparisonNotFound("No such comparison in a project you can label.")
+    existing = Judgment.objects.filter(comparison=comparison, rater=rater).first()
+    if existing is not None:
+        return Recorded(existing, created=False)
+
+    project = comparison.project
+    errors = _validate(
+        project=project,
+        outcome=outcome,
+        strength=strength,
+        criteria=criteria,
+        rationale=rationale,
+        flags=flags,
+        time_spent_ms=time_spent_ms,
+    )
+    if errors:
+        raise InvalidJudgment(errors)
+
+    # The order this rater saw is that of their latest lease on it (even an
+    # expired one: that is still what was on their screen).
+    lease = Assignment.objects.filter(comparison=comparison, rater=rater).order_by("-issued_at").first()
+    holds_live_lease = lease is not None and lease.state == Assignment.State.ACTIVE and lease.expires_at > now
+    if not holds_live_lease:
+        others_live = Assignment.objects.filter(
+            comparison=comparison, state=Assignment.State.ACTIVE, expires_at__gt=now
+        ).count()
+        if comparison.status != Comparison.Status.OPEN or comparison.judgments_count + others_live >= project.overlap:
+            raise LeaseConflict(
+                "You hold no live lease on this comparison and it needs no more judgments. "
+                "Ask for the next comparison instead."
+            )
+    left = lease.left if lease is not None else Side.A
+
+    judgment = Judgment.objects.create(
+        comparison=comparison,
+        rater=rater,
+        project=project,
+        outcome=_to_stored(outcome, left),
+        strength=strength if outcome in ("left", "right") else None,
+        criteria={name: _to_stored(value, left) for name, value in criteria.items()},
+        rationale=rationale.strip(),
+        flags=sorted(set(flags)),
+        time_spent_ms=time_spent_ms,
+        left=left,
+    )
+    if holds_live_lease:
+        Assignment.objects.filter(pk=lease.pk).update(state=Assignment.State.SUBMITTED)
+    comparison.judgments_count += 1
+    if comparison.judgments_count >= project.overlap:
+        comparison.status = Comparison.Status.COMPLETE
+    comparison.save(update_fields=["judgments_count", "status"])
+
+    transaction.on_commit(lambda: _announce(judgment))
+    return Recorded(judgment, created=True)
+
+
+def _announce(judgment: Judgment) -> None:
+    # A listener's failure (say, a broker that is down) must never turn a
+    # stored judgment into an error for the rater.
+    for receiver, result in judgment_recorded.send_robust(
+        sender=Judgment,
+        judgment_id=judgment.pk,
+        project_id=judgment.project_id,
+        comparison_id=judgment.comparison_id,
+    ):
+        if isinstance(result, Exception):
+            log.error("judgment_recorded listener %r failed: %r", receiver, result, exc_info=result)
