@@ -31,4 +31,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}  # noqa: F405
 if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"]["TEST"] = {"NAME": "test_labeling"}
+    # TEST_DB_SUFFIX lets several suites run at once on one server.
+    DATABASES["default"]["TEST"] = {"NAME": "test_labeling" + os.environ.get("TEST_DB_SUFFIX", "")}
