@@ -33,3 +33,9 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # TEST_DB_SUFFIX lets several suites run at once on one server.
     DATABASES["default"]["TEST"] = {"NAME": "test_labeling" + os.environ.get("TEST_DB_SUFFIX", "")}
+else:
+    # A file, not :memory:, so that threads (live server, concurrency tests)
+    # get their own connections and real SQLite locking.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(os.environ["VAR_DIR"], "test" + os.environ.get("TEST_DB_SUFFIX", "") + ".sqlite3")
+    }

@@ -1,0 +1,173 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from labeling.assignment import next_comparison_for
+from labeling.judgments import ComparisonNotFound, InvalidJudgment, LeaseConflict, record_judgment
+from labeling.models import Assignment, Judgment
+from labeling.signals import judgment_recorded
+from tests.factories import ComparisonFactory, ProjectFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def submit(rater, comparison_id, **fields):
+    values = {"outcome": "left", "strength": 2, "time_spent_ms": 1234} | fields
+    return record_judgment(rater=rater, comparison_id=comparison_id, **values)
+
+
+def test_it_stores_left_and_right_as_a_and_b_in_the_order_shown(project, alice):
+    ComparisonFactory(prompt__project=project)
+    lease = next_comparison_for(rater=alice, project=project)
+    recorded = submit(
+        alice,
+        lease.comparison_id,
+        outcome="right",
+        strength=3,
+        criteria={"helpfulness": "left", "harmlessness": "tie"},
+        flags=["unsafe"],
+        rationale="  Right one is accurate.  ",
+    )
+    judgment = Judgment.objects.get()
+    assert recorded.created and recorded.judgment.pk == judgment.pk
+    right = "b" if lease.left == "a" else "a"
+    assert judgment.outcome == right
+    assert judgment.left == lease.left
+    assert judgment.criteria == {"helpfulness": lease.left, "harmlessness": "tie"}
+    assert judgment.strength == 3
+    assert judgment.flags == ["unsafe"]
+    assert judgment.rationale == "Right one is accurate."
+    assert Assignment.objects.get().state == Assignment.State.SUBMITTED
+
+
+def test_a_second_submission_returns_the_stored_judgment(project, alice):
+    ComparisonFactory(prompt__project=project)
+    lease = next_comparison_for(rater=alice, project=project)
+    first = submit(alice, lease.comparison_id, outcome="left")
+    again = submit(alice, lease.comparison_id, outcome="right")
+    assert not again.created
+    assert again.judgment.pk == first.judgment.pk
+    assert again.judgment.outcome == first.judgment.outcome
+    assert Judgment.objects.count() == 1
+    lease.comparison.refresh_from_db()
+    assert lease.comparison.judgments_count == 1
+
+
+def test_it_rejects_a_judgment_without_a_lease_when_the_comparison_is_full(project, alice, bob):
+    project.overlap = 1
+    project.save()
+    comparison = ComparisonFactory(prompt__project=project)
+    next_comparison_for(rater=bob, project=project)
+    with pytest.raises(LeaseConflict):
+        submit(alice, comparison.pk)
+    assert not Judgment.objects.exists()
+
+
+def test_it_accepts_a_judgment_without_a_lease_while_judgments_are_needed(project, alice):
+    comparison = ComparisonFactory(prompt__project=project)
+    recorded = submit(alice, comparison.pk, outcome="left")
+    assert recorded.created
+    assert recorded.judgment.left == "a" and recorded.judgment.outcome == "a"
+
+
+def test_it_uses_the_order_of_an_expired_lease_the_rater_saw(project, alice):
+    comparison = ComparisonFactory(prompt__project=project)
+    now = timezone.now()
+    lease = next_comparison_for(rater=alice, project=project, now=now)
+    recorded = submit(alice, comparison.pk, outcome="left", now=now + timedelta(hours=1))
+    assert recorded.judgment.left == lease.left
+    assert recorded.judgment.outcome == lease.left
+
+
+def test_it_rejects_a_comparison_of_a_project_the_rater_is_not_on(alice):
+    foreign = ComparisonFactory(prompt__project=ProjectFactory())
+    with pytest.raises(ComparisonNotFound):
+        submit(alice, foreign.pk)
+
+
+@pytest.mark.parametrize(
+    "fields, bad_field",
+    [
+        ({"outcome": "middle"}, "outcome"),
+        ({"outcome": "left", "strength": None}, "strength"),
+        ({"outcome": "left", "strength": 7}, "strength"),
+        ({"criteria": {"wit": "left"}}, "criteria"),
+        ({"criteria": {"helpfulness": "a"}}, "criteria"),
+        ({"criteria": ["helpfulness"]}, "criteria"),
+        ({"flags": ["nope"]}, "flags"),
+        ({"time_spent_ms": -1}, "time_spent_ms"),
+        ({"time_spent_ms": "12"}, "time_spent_ms"),
+        ({"rationale": "x" * 10_001}, "rationale"),
+    ],
+)
+def test_it_rejects_bad_fields_with_a_message_per_field(project, alice, fields, bad_field):
+    comparison = ComparisonFactory(prompt__project=project)
+    with pytest.raises(InvalidJudgment) as error:
+        submit(alice, comparison.pk, **fields)
+    assert bad_field in error.value.errors
+    assert not Judgment.objects.exists()
+
+
+def test_it_refuses_ties_and_both_bad_when_the_project_does_not_allow_them(alice):
+    project = ProjectFactory(allow_ties=False, allow_both_bad=False)
+    project.raters.add(alice)
+    comparison = ComparisonFactory(prompt__project=project)
+    for outcome in ("tie", "both_bad"):
+        with pytest.raises(InvalidJudgment):
+            submit(alice, comparison.pk, outcome=outcome)
+
+
+def test_ties_and_both_bad_carry_no_strength(project, alice, bob):
+    comparison = ComparisonFactory(prompt__project=project)
+    assert submit(alice, comparison.pk, outcome="tie", strength=3).judgment.strength is None
+    assert submit(bob, comparison.pk, outcome="both_bad", strength=None).judgment.strength is None
+
+
+def test_it_announces_the_judgment_after_commit(project, alice, django_capture_on_commit_callbacks):
+    comparison = ComparisonFactory(prompt__project=project)
+    received = []
+
+    def listener(sender, **kwargs):
+        received.append(kwargs)
+
+    judgment_recorded.connect(listener)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            judgment = submit(alice, comparison.pk).judgment
+    finally:
+        judgment_recorded.disconnect(listener)
+    assert received == [
+        {"signal": judgment_recorded, "judgment_id": judgment.pk, "project_id": project.pk, "comparison_id": comparison.pk}
+    ]
+
+
+def test_a_failing_listener_does_not_lose_the_judgment(project, alice, django_capture_on_commit_callbacks):
+    comparison = ComparisonFactory(prompt__project=project)
+
+    def broken(sender, **kwargs):
+        raise ConnectionError("broker down")
+
+    judgment_recorded.connect(broken)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            recorded = submit(alice, comparison.pk)
+    finally:
+        judgment_recorded.disconnect(broken)
+    assert recorded.created and Judgment.objects.filter(pk=recorded.judgment.pk).exists()
+
+
+def test_staff_may_judge_any_active_project(admin_user):
+    comparison = ComparisonFactory()
+    assert submit(admin_user, comparison.pk).created
+
+
+def test_a_deleted_rater_keeps_their_judgments(project):
+    carol = UserFactory(username="carol")
+    project.raters.add(carol)
+    comparison = ComparisonFactory(prompt__project=project)
+    submit(carol, comparison.pk)
+    from django.db.models import ProtectedError
+
+    with pytest.raises(ProtectedError):
+        carol.delete()
