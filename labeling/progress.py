@@ -3,7 +3,7 @@ for any number of projects, so the project list stays cheap."""
 
 from dataclasses import dataclass
 
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
 
 from labeling.models import Assignment, Comparison, Judgment
 
@@ -12,8 +12,8 @@ from labeling.models import Assignment, Comparison, Judgment
 class Progress:
     judged_by_you: int  # judgments this rater has made in the project
     left_for_you: int  # open comparisons this rater has neither judged nor skipped
-    total: int  # comparisons in the project that are not retired
-    complete: int  # comparisons with all the judgments they need
+    total: int  # comparisons in the project, less those retired before any judgment
+    complete: int  # comparisons with all the judgments they need (open, complete or retired since)
 
 
 def progress_for(*, rater, project_ids: list[int]) -> dict[int, Progress]:
@@ -27,12 +27,12 @@ def progress_for(*, rater, project_ids: list[int]) -> dict[int, Progress]:
     skipped = Assignment.objects.filter(comparison=OuterRef("pk"), rater=rater, state=Assignment.State.SKIPPED)
     rows = (
         Comparison.objects.filter(project_id__in=project_ids)
-        .exclude(status=Comparison.Status.RETIRED)
+        .exclude(status=Comparison.Status.RETIRED, judgments_count=0)
         .alias(mine=Exists(mine), skipped=Exists(skipped))
         .values("project_id")
         .annotate(
             total=Count("pk"),
-            complete=Count("pk", filter=Q(status=Comparison.Status.COMPLETE)),
+            complete=Count("pk", filter=Q(judgments_count__gte=F("project__overlap"))),
             left=Count("pk", filter=Q(status=Comparison.Status.OPEN, mine=False, skipped=False)),
         )
     )
