@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "csp",
+    "django_celery_beat",
     "labeling",
     "rewardmodel",
 ]
@@ -252,3 +253,54 @@ LOGGING = {
 # How many comparisons of one prompt the `responses` import format creates at
 # most (every pair of n responses is n*(n-1)/2).
 LABELING_MAX_PAIRS_PER_PROMPT = env_int("LABELING_MAX_PAIRS_PER_PROMPT", 6)
+
+# --- Reward model and the Celery loop ---------------------------------------
+MODEL_ROOT = Path(env_str("MODEL_ROOT", str(VAR_DIR / "models")))
+
+# Broker: Redis when REDIS_URL (or CELERY_BROKER_URL) is set; otherwise kombu's
+# filesystem transport under var/broker, which needs no server, so `make run`
+# runs web, worker and beat on a bare machine. The database stays the truth:
+# a message lost by either broker is found again by the periodic reconcile.
+REDIS_URL = env_str("REDIS_URL")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
+# The longest training we expect; Redis redelivers an unacknowledged task after
+# its visibility timeout, which must therefore be longer (PITFALLS.md).
+REWARD_MODEL_MAX_TRAINING_SECONDS = env_int("REWARD_MODEL_MAX_TRAINING_SECONDS", 4 * 3600)
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed", "control"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+        "polling_interval": 0.5,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": REWARD_MODEL_MAX_TRAINING_SECONDS + 3600,
+        # A rater's request must never hang on a broker that is down.
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "max_retries": 0,
+    }
+CELERY_TASK_IGNORE_RESULT = True  # status lives on RewardModelVersion rows
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "rewardmodel.tasks.retrain": {"queue": "gpu"},
+    "rewardmodel.tasks.refresh": {"queue": "gpu"},
+}
+CELERY_TASK_SOFT_TIME_LIMIT = REWARD_MODEL_MAX_TRAINING_SECONDS
+CELERY_TASK_TIME_LIMIT = REWARD_MODEL_MAX_TRAINING_SECONDS + 600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY = False  # publishing fails fast; reconcile catches up
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Tests run tasks in-process when they ask for it (CELERY_TASK_ALWAYS_EAGER=true).
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)

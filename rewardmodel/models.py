@@ -32,6 +32,14 @@ class RewardModelVersion(models.Model):
     progress_step = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     progress_loss = models.FloatField(null=True, blank=True)
+    trigger = models.CharField(
+        max_length=20, blank=True, help_text='What asked for it: "threshold", "schedule", "manual" or "command".'
+    )
+    task_id = models.CharField(max_length=100, blank=True, help_text="The Celery task that runs it, if any.")
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Deliveries of its task; a task that keeps killing its worker stops after a few."
+    )
+    durations = models.JSONField(default=dict, blank=True, help_text="Seconds per pipeline step.")
     device = models.CharField(max_length=50, blank=True, help_text='Where it trained: "cpu", "cuda:0", ...')
     error = models.TextField(blank=True, help_text="Why it failed, in plain words.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -70,3 +78,34 @@ class ResponseReward(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["version", "response"], name="reward_unique_per_version"),
         ]
+
+
+class ProjectLoop(models.Model):
+    """The retraining loop's bookkeeping for one project: what was asked for,
+    what was handed to the broker, and who holds the training slot.
+
+    The broker only carries "go look"; this row is the truth. A trigger that
+    could not be published stays pending here and the periodic reconcile
+    publishes it again.
+    """
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, primary_key=True, related_name="reward_loop")
+    retrain_pending = models.BooleanField(default=False, help_text="A retrain was asked for and has not started.")
+    pending_reason = models.CharField(max_length=20, blank=True)
+    pending_since = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the pending retrain was handed to the broker; empty: not yet."
+    )
+    enqueue_error = models.TextField(blank=True, help_text="Why the last hand-over to the broker failed.")
+    last_trigger_at = models.DateTimeField(null=True, blank=True)
+    # Single flight: at most one training per project across all workers and
+    # machines. A lease with an expiry, renewed while training, so a worker
+    # that dies cannot hold the slot forever.
+    lock_owner = models.CharField(max_length=100, blank=True, help_text="Task id holding the training slot.")
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
+    coalesced_triggers = models.PositiveIntegerField(
+        default=0, help_text="Triggers that arrived while a retrain was pending or running and were merged into it."
+    )
+
+    def __str__(self):
+        return f"loop of {self.project}"
