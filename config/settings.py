@@ -6,6 +6,7 @@ SECRET_KEY and ALLOWED_HOSTS and turns on the secure-cookie/HSTS settings that
 `manage.py check --deploy --fail-level WARNING` asks for.
 """
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -186,9 +187,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 REST_FRAMEWORK = {
+    # Token first: an unauthenticated request then gets 401 with
+    # WWW-Authenticate (what a script needs), not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     # DRF's own default is AllowAny; every endpoint here needs a login.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -304,3 +307,14 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Tests run tasks in-process when they ask for it (CELERY_TASK_ALWAYS_EAGER=true).
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Reward-model training defaults (rewardmodel.core.TrainConfig fields): a
+# backbone path or hub id ("" = the bundled all-MiniLM-L6-v2) and overrides as
+# JSON, e.g. REWARD_MODEL_TRAINING='{"epochs": 2, "max_length": 384}'.
+REWARD_MODEL_BACKBONE = env_str("REWARD_MODEL_BACKBONE")
+try:
+    REWARD_MODEL_TRAINING = json.loads(env_str("REWARD_MODEL_TRAINING", "{}"))
+except ValueError:
+    raise ImproperlyConfigured("REWARD_MODEL_TRAINING must be a JSON object of TrainConfig fields") from None
+# A training worker renews its single-flight lease while it works; a lease not
+# renewed for this long belongs to a dead worker and may be taken over.
+REWARD_MODEL_LOCK_TTL_SECONDS = env_int("REWARD_MODEL_LOCK_TTL_SECONDS", 300)

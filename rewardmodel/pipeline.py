@@ -29,10 +29,11 @@ from rewardmodel.models import ProjectLoop, ResponseReward, RewardModelVersion
 
 log = logging.getLogger(__name__)
 
-# A worker renews its training lease at least this often; a lease not renewed
-# for LOCK_TTL belongs to a dead worker and may be taken over.
-LOCK_TTL = timedelta(minutes=5)
-LOCK_RENEW_EVERY = timedelta(seconds=30)
+
+def lock_ttl() -> timedelta:
+    """A lease not renewed for this long belongs to a dead worker."""
+    return timedelta(seconds=settings.REWARD_MODEL_LOCK_TTL_SECONDS)
+
 # A task delivered this many times without finishing (its worker died each
 # time: out of memory, a driver crash) is a poison task: stop redelivering it.
 MAX_ATTEMPTS = 3
@@ -82,13 +83,13 @@ def acquire_training_slot(*, project_id: int, owner: str, now=None) -> bool:
     loop_for(project_id)
     taken = ProjectLoop.objects.filter(
         Q(lock_owner="") | Q(lock_expires_at__lt=now) | Q(lock_owner=owner), project_id=project_id
-    ).update(lock_owner=owner, lock_expires_at=now + LOCK_TTL)
+    ).update(lock_owner=owner, lock_expires_at=now + lock_ttl())
     return taken == 1
 
 
 def renew_training_slot(*, project_id: int, owner: str) -> None:
     ProjectLoop.objects.filter(project_id=project_id, lock_owner=owner).update(
-        lock_expires_at=timezone.now() + LOCK_TTL
+        lock_expires_at=timezone.now() + lock_ttl()
     )
 
 
@@ -99,11 +100,21 @@ def release_training_slot(*, project_id: int, owner: str) -> None:
 # --- the retrain -----------------------------------------------------------
 
 
-def run_retrain(*, project_id: int, owner: str, trigger: str = "threshold", config_overrides=None) -> RetrainOutcome:
+def run_retrain(
+    *,
+    project_id: int,
+    owner: str,
+    trigger: str = "threshold",
+    config_overrides: dict | None = None,
+    include_reference_labels: bool | None = None,
+    force: bool = False,
+) -> RetrainOutcome:
     """Train, evaluate, score, maybe activate, and refresh pairs for a project.
 
     `owner` identifies this run for the single-flight lock (a Celery task id:
     a redelivered task keeps its id and so recovers its own version).
+    Without `force`, it only runs when a retrain is pending or a version was
+    left unfinished by a dead worker: a duplicate message is a no-op.
     """
     if not acquire_training_slot(project_id=project_id, owner=owner):
         # Someone is training this project now. The request stays pending on
@@ -113,43 +124,55 @@ def run_retrain(*, project_id: int, owner: str, trigger: str = "threshold", conf
         )
         return RetrainOutcome("coalesced", detail="another training of this project is running")
     try:
-        ProjectLoop.objects.filter(project_id=project_id).update(
+        consumed = ProjectLoop.objects.filter(project_id=project_id, retrain_pending=True).update(
             retrain_pending=False, pending_reason="", pending_since=None, enqueued_at=None, enqueue_error=""
         )
+        unfinished = _unfinished_versions(project_id).exists()
+        if not (force or consumed or unfinished):
+            return RetrainOutcome("skipped", detail="nothing pending (a duplicate delivery)")
         version = _version_for_run(project_id=project_id, owner=owner, trigger=trigger, overrides=config_overrides)
         if version.status == RewardModelVersion.Status.FAILED:
             return RetrainOutcome("gave_up", version, version.error)
-        return _run_steps(version, owner=owner)
+        return _run_steps(version, owner=owner, include_reference_labels=include_reference_labels)
     finally:
         release_training_slot(project_id=project_id, owner=owner)
         _requeue_if_pending(project_id)
 
 
-def _version_for_run(*, project_id, owner, trigger, overrides) -> RewardModelVersion:
-    """The version this run works on: our own unfinished one if the broker
-    redelivered us, else a new one. Versions left 'training' by dead workers
-    whose lease ran out are marked failed."""
-    project = Project.objects.get(pk=project_id)
-    unfinished = RewardModelVersion.objects.filter(
+def _unfinished_versions(project_id: int):
+    return RewardModelVersion.objects.filter(
         project_id=project_id, status__in=[RewardModelVersion.Status.QUEUED, RewardModelVersion.Status.TRAINING]
     )
-    mine = unfinished.filter(task_id=owner).first() if owner else None
-    unfinished.exclude(pk=getattr(mine, "pk", None)).update(
-        status=RewardModelVersion.Status.FAILED,
-        error="The worker training this version stopped (killed or lost) before it finished.",
-        finished_at=timezone.now(),
-    )
-    if mine is not None:
-        mine.attempts += 1
-        if mine.attempts > MAX_ATTEMPTS:
-            mine.status = RewardModelVersion.Status.FAILED
-            mine.error = (
+
+
+def _version_for_run(*, project_id, owner, trigger, overrides) -> RewardModelVersion:
+    """The version this run works on.
+
+    We hold the training slot, so any version still queued or training was
+    left by a worker that died. The newest such version is adopted (one
+    trigger gives one version, however many deliveries it took); older ones
+    are marked failed. With none, a new version is created.
+    """
+    project = Project.objects.get(pk=project_id)
+    unfinished = list(_unfinished_versions(project_id).order_by("-version"))
+    if unfinished:
+        adopted, abandoned = unfinished[0], unfinished[1:]
+        RewardModelVersion.objects.filter(pk__in=[v.pk for v in abandoned]).update(
+            status=RewardModelVersion.Status.FAILED,
+            error="The worker training this version stopped (killed or lost) before it finished.",
+            finished_at=timezone.now(),
+        )
+        adopted.attempts += 1
+        adopted.task_id = owner
+        if adopted.attempts > MAX_ATTEMPTS:
+            adopted.status = RewardModelVersion.Status.FAILED
+            adopted.error = (
                 f"Gave up after {MAX_ATTEMPTS} attempts: the worker stopped each time during this training "
                 "(out of memory?). The previous version keeps serving."
             )
-            mine.finished_at = timezone.now()
-        mine.save(update_fields=["attempts", "status", "error", "finished_at"])
-        return mine
+            adopted.finished_at = timezone.now()
+        adopted.save(update_fields=["attempts", "task_id", "status", "error", "finished_at"])
+        return adopted
     with transaction.atomic():
         # The project row lock makes version numbers unique without retries.
         Project.objects.select_for_update().filter(pk=project_id).first()
@@ -165,7 +188,7 @@ def _version_for_run(*, project_id, owner, trigger, overrides) -> RewardModelVer
         )
 
 
-def _run_steps(version: RewardModelVersion, *, owner: str) -> RetrainOutcome:
+def _run_steps(version: RewardModelVersion, *, owner: str, include_reference_labels=None) -> RetrainOutcome:
     from rewardmodel.core.checkpoint import save_checkpoint
     from rewardmodel.core.config import TrainConfig
     from rewardmodel.core.model import resolve_device
@@ -183,7 +206,7 @@ def _run_steps(version: RewardModelVersion, *, owner: str) -> RetrainOutcome:
 
     try:
         config = TrainConfig.from_dict(version.config)
-        dataset = build_dataset(project=project)
+        dataset = build_dataset(project=project, include_reference_labels=include_reference_labels)
         lap("read_data")
         version.judgments_count = dataset.snapshot["judgments"]
         version.data_snapshot = dataset.snapshot
@@ -374,3 +397,14 @@ def new_judgments_since_last_version(project: Project) -> int:
 
 def refresh_pairs_for_id(project_id: int):
     return refresh_pairs_for(Project.objects.get(pk=project_id))
+
+
+def score_with_checkpoint(version: RewardModelVersion) -> int:
+    """Load a version's checkpoint (verified, safetensors only) and store its rewards."""
+    from rewardmodel.core.checkpoint import load_checkpoint
+    from rewardmodel.core.config import TrainConfig
+    from rewardmodel.core.model import resolve_device
+
+    config = TrainConfig.from_dict(version.config)
+    model, tokenizer, _ = load_checkpoint(Path(version.artifact_path), device=str(resolve_device(config.device)))
+    return store_rewards(version=version, model=model, tokenizer=tokenizer, config=config)

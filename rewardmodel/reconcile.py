@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from labeling.models import Project
-from rewardmodel.models import ProjectLoop
+from rewardmodel.models import ProjectLoop, RewardModelVersion
 from rewardmodel.pipeline import new_judgments_since_last_version
 from rewardmodel.triggers import publish_retrain, request_retrain
 
@@ -39,6 +39,18 @@ def reconcile(*, now=None) -> int:
     stale = stale.filter(Q(lock_owner="") | Q(lock_expires_at__lt=now))
     for loop in stale:
         if publish_retrain(project_id=loop.project_id):
+            published += 1
+    # A version left queued/training with nobody holding the slot: its worker
+    # died and no broker will redeliver (or not before its visibility
+    # timeout). Ask again; the run adopts that version.
+    orphaned = (
+        RewardModelVersion.objects.filter(status__in=[RewardModelVersion.Status.QUEUED, RewardModelVersion.Status.TRAINING])
+        .filter(Q(project__reward_loop__lock_owner="") | Q(project__reward_loop__lock_expires_at__lt=now))
+        .values_list("project_id", flat=True)
+        .distinct()
+    )
+    for project_id in orphaned:
+        if request_retrain(project_id=project_id, reason="recovery"):
             published += 1
     return published
 

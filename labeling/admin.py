@@ -1,0 +1,289 @@
+"""The admin: campaign setup, imports and exports, and a read-only view of what raters did.
+
+Tables here grow to millions of rows, so changelists avoid full counts
+(show_full_result_count=False), load foreign keys in the same query
+(list_select_related) and pick related rows by id (raw_id_fields).
+Judgments and leases are records of what happened: nobody edits them here.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Count, F
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from labeling import exporting, importing
+from labeling.models import Assignment, Comparison, Judgment, Project, Prompt, Response
+
+
+class ImportPairsForm(forms.Form):
+    file = forms.FileField(help_text="JSONL: one JSON object per line (hh, pairs or responses format).")
+    project = forms.SlugField(
+        max_length=Project._meta.get_field("slug").max_length,
+        help_text="Slug of an existing project, or of a new one to create.",
+    )
+    name = forms.CharField(
+        required=False, max_length=Project._meta.get_field("name").max_length, help_text="Name of a new project."
+    )
+    format = forms.ChoiceField(
+        required=False,
+        choices=[("", "Detect from the first line")] + [(f, f) for f in importing.FORMATS],
+    )
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "is_active", "overlap", "rater_count", "links"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    filter_horizontal = ["raters"]
+    readonly_fields = ["created_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(rater_count=Count("raters", distinct=True))
+
+    @admin.display(description="Raters", ordering="rater_count")
+    def rater_count(self, project):
+        return project.rater_count
+
+    @admin.display(description="")
+    def links(self, project):
+        return format_html(
+            '<a href="{}">Comparisons</a> · <a href="{}">Judgments</a> · Export <a href="{}">TRL</a> / <a href="{}">raw</a>',
+            reverse("admin:labeling_comparison_changelist") + f"?project__id__exact={project.pk}",
+            reverse("admin:labeling_judgment_changelist") + f"?project__id__exact={project.pk}",
+            reverse("admin:labeling_project_export", args=[project.pk, "trl"]),
+            reverse("admin:labeling_project_export", args=[project.pk, "raw"]),
+        )
+
+    def get_urls(self):
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="labeling_project_import"),
+            path(
+                "<int:project_id>/export/<str:format>/",
+                self.admin_site.admin_view(self.export_view),
+                name="labeling_project_export",
+            ),
+        ] + super().get_urls()
+
+    def import_view(self, request):
+        if not request.user.has_perm("labeling.add_comparison"):
+            raise PermissionDenied
+        form = ImportPairsForm(request.POST or None, request.FILES or None, initial={"project": request.GET.get("project")})
+        if request.method == "POST" and form.is_valid():
+            try:
+                # The upload is read line by line (from memory or a temporary file).
+                result = importing.import_pairs(
+                    project_slug=form.cleaned_data["project"],
+                    lines=form.cleaned_data["file"],
+                    format=form.cleaned_data["format"] or None,
+                    project_name=form.cleaned_data["name"] or None,
+                )
+            except importing.ImportFileError as error:
+                form.add_error("file", f"{error}. Nothing was imported.")
+            except ValidationError as error:
+                form.add_error("project", error)
+            else:
+                self.message_user(request, f"Imported {result.summary()}.", messages.SUCCESS)
+                for line, reason in result.skipped[:20]:
+                    self.message_user(request, f"Line {line} skipped: {reason}.", messages.WARNING)
+                return redirect("admin:labeling_project_change", result.project.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Import pairs",
+            "form": form,
+            "projects": Project.objects.order_by("slug").values_list("slug", flat=True),
+        }
+        return TemplateResponse(request, "admin/labeling/project/import.html", context)
+
+    def export_view(self, request, project_id, format):
+        # Raw exports carry every judgment's rationale: only for those who may read judgments.
+        if not request.user.has_perm("labeling.view_judgment"):
+            raise PermissionDenied
+        if format not in exporting.FORMATS:
+            raise Http404("No such export format.")
+        project = get_object_or_404(Project, pk=project_id)
+        response = StreamingHttpResponse(
+            exporting.stream_preferences(project=project, format=format), content_type="application/x-ndjson"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{project.slug}-{format}.jsonl"'
+        return response
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["id", "preview", "project", "turns", "external_id", "created_at"]
+    list_filter = ["project"]
+    search_fields = ["=id", "=external_id", "=content_hash"]
+    list_select_related = ["project"]
+    readonly_fields = ["content_hash", "created_at"]
+    show_full_result_count = False
+
+    @admin.display(description="Last turn")
+    def preview(self, prompt):
+        return Truncator(str(prompt)).chars(80)
+
+    @admin.display(description="Turns")
+    def turns(self, prompt):
+        return len(prompt.conversation)
+
+    # Prompts and responses come in through imports (which hash them); changing
+    # a text would change what earlier judgments were about.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Response)
+class ResponseAdmin(admin.ModelAdmin):
+    list_display = ["id", "preview", "source", "prompt_id", "created_at"]
+    search_fields = ["=id", "=prompt__id", "=content_hash", "source"]
+    raw_id_fields = ["prompt"]
+    readonly_fields = ["content_hash", "created_at"]
+    show_full_result_count = False
+
+    @admin.display(description="Text")
+    def preview(self, response):
+        return Truncator(response.text).chars(80)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class JudgmentInline(admin.TabularInline):
+    model = Judgment
+    fields = ["rater", "outcome", "strength", "left", "flags", "rationale", "time_spent_ms", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("rater")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class PriorityFilter(admin.SimpleListFilter):
+    title = "priority"
+    parameter_name = "priority"
+
+    def lookups(self, request, model_admin):
+        return [("positive", "Above zero"), ("zero", "Zero"), ("negative", "Below zero")]
+
+    def queryset(self, request, queryset):
+        lookup = {"positive": "priority__gt", "zero": "priority", "negative": "priority__lt"}.get(self.value())
+        return queryset.filter(**{lookup: 0}) if lookup else queryset
+
+
+@admin.register(Comparison)
+class ComparisonAdmin(admin.ModelAdmin):
+    list_display = [
+        "id", "project", "prompt_id", "status", "priority", "judgments_count", "reference_label", "selected_by",
+        "created_at",
+    ]
+    # Only filters with fixed choices (or the short project list): a filter on a
+    # free-text column would run SELECT DISTINCT over the whole table.
+    list_filter = ["status", PriorityFilter, "project", "reference_label"]
+    search_fields = ["=id", "=prompt__id"]
+    list_select_related = ["project"]
+    raw_id_fields = ["prompt", "response_a", "response_b"]
+    readonly_fields = ["judgments_count", "created_at"]
+    ordering = ["-id"]
+    show_full_result_count = False
+    inlines = [JudgmentInline]
+    actions = ["retire", "reopen"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return self.readonly_fields
+        # Judgments refer to these responses as A and B; swapping them would flip every vote.
+        return [*self.readonly_fields, "project", "prompt", "response_a", "response_b"]
+
+    @admin.action(description="Retire selected comparisons (no more judgments)", permissions=["change"])
+    def retire(self, request, queryset):
+        changed = queryset.update(status=Comparison.Status.RETIRED)
+        self.message_user(request, f"Retired {changed} comparisons.", messages.SUCCESS)
+
+    @admin.action(description="Reopen selected retired comparisons", permissions=["change"])
+    def reopen(self, request, queryset):
+        retired = queryset.filter(status=Comparison.Status.RETIRED)
+        done = retired.filter(judgments_count__gte=F("project__overlap")).values("pk")
+        complete = Comparison.objects.filter(pk__in=done).update(status=Comparison.Status.COMPLETE)
+        opened = retired.update(status=Comparison.Status.OPEN)
+        self.message_user(request, f"Reopened {opened + complete} comparisons.", messages.SUCCESS)
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "rater", "project", "comparison_id", "state", "left", "issued_at", "expires_at"]
+    list_filter = ["state", "project"]
+    search_fields = ["rater__username", "=comparison__id"]
+    list_select_related = ["rater", "project"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Superusers only, so that they can still delete a project or comparison (which deletes its leases).
+        return request.user.is_superuser
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "rater", "project", "comparison_id", "outcome", "strength", "left", "time_spent_ms",
+                    "created_at"]
+    list_filter = ["outcome", "strength", "project", "left"]
+    search_fields = ["rater__username", "=comparison__id"]
+    list_select_related = ["rater", "project"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, Judgment.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        # A comparison's judgment count drives assignment; keep it true, and
+        # reopen a complete comparison that now needs judgments again.
+        with transaction.atomic():
+            comparison_ids = list(queryset.values_list("comparison_id", flat=True).distinct())
+            queryset.delete()
+            for comparison in (
+                Comparison.objects.select_for_update(of=("self",))
+                .filter(pk__in=comparison_ids)
+                .select_related("project")
+            ):
+                comparison.judgments_count = comparison.judgments.count()
+                if comparison.status != Comparison.Status.RETIRED:
+                    enough = comparison.judgments_count >= comparison.project.overlap
+                    comparison.status = Comparison.Status.COMPLETE if enough else Comparison.Status.OPEN
+                comparison.save(update_fields=["judgments_count", "status"])

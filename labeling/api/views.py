@@ -1,0 +1,245 @@
+"""The public REST API: a rater's projects, the next comparison, judgments.
+
+Each view parses its input with a serializer, calls one domain function
+(access, assignment, judgments, progress) and renders an output serializer.
+Every object is reached through labeling.access, which checks ownership and
+answers 404 for what is not the caller's.
+"""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import generics, status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from labeling.access import get_project_for_user, judgments_for, projects_for
+from labeling.assignment import next_comparison_for, skip_comparison
+from labeling.judgments import ComparisonNotFound, InvalidJudgment, LeaseConflict, record_judgment
+from labeling.progress import progress_for
+
+from .serializers import (
+    ErrorSerializer,
+    JudgmentFilterSerializer,
+    JudgmentInputSerializer,
+    JudgmentSerializer,
+    ProjectSerializer,
+    SkipInputSerializer,
+    TaskSerializer,
+    TokenSerializer,
+)
+
+# Token first, so that a request without valid credentials gets 401 with
+# "WWW-Authenticate: Token" (a script knows to authenticate) instead of the 403
+# that session authentication alone would give.
+AUTHENTICATION = [TokenAuthentication, SessionAuthentication]
+
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="Not found, or not in a project you may label.")
+FIELD_ERRORS = OpenApiResponse(OpenApiTypes.OBJECT, description='Field errors: {"field": ["message", ...]}.')
+
+
+def _valid(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+# --- auth -------------------------------------------------------------------
+
+
+class PasswordGuessThrottle(SimpleRateThrottle):
+    """Bounds password guesses per client address. DRF's ObtainAuthToken has
+    no throttle at all, and the global one is per user, which an anonymous
+    caller does not have yet."""
+
+    scope = "api_token"
+    rate = "30/minute"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+@extend_schema_view(
+    post=extend_schema(
+        request=AuthTokenSerializer,
+        responses={200: TokenSerializer, 400: FIELD_ERRORS},
+        summary="Exchange a username and password for an API token",
+    )
+)
+class ObtainTokenView(ObtainAuthToken):
+    # The username and password in the body are the credentials; a session
+    # cookie riding along must not make DRF demand a CSRF token here.
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = [PasswordGuessThrottle]
+
+
+# --- projects ---------------------------------------------------------------
+
+
+def _with_progress(user, projects):
+    progress = progress_for(rater=user, project_ids=[p.pk for p in projects])
+    for project in projects:
+        project.progress = progress[project.pk]
+    return projects
+
+
+@extend_schema(summary="Projects you may label, with your progress")
+class ProjectListView(generics.ListAPIView):
+    authentication_classes = AUTHENTICATION
+    permission_classes = [IsAuthenticated]
+    serializer_class = ProjectSerializer
+
+    def get_queryset(self):
+        return projects_for(self.request.user)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        data = self.get_serializer(_with_progress(request.user, page), many=True).data
+        return self.get_paginated_response(data)
+
+
+class ProjectDetailView(APIView):
+    authentication_classes = AUTHENTICATION
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={200: ProjectSerializer, 404: NOT_FOUND}, summary="One project you may label")
+    def get(self, request, pk):
+        project = get_project_for_user(request.user, project_id=pk)
+        return Response(ProjectSerializer(_with_progress(request.user, [project])[0]).data)
+
+
+class NextComparisonView(APIView):
+    authentication_classes = AUTHENTICATION
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        responses={
+            200: TaskSerializer,
+            204: OpenApiResponse(description="Nothing is left for you in this project."),
+            404: NOT_FOUND,
+        },
+        summary="Lease the next comparison to judge (or get back the one you hold)",
+        description=(
+            "Asking again before answering returns the same comparison. Left and right are in the order "
+            "shown to you; send your judgment in those terms."
+        ),
+    )
+    def get(self, request, pk):
+        project = get_project_for_user(request.user, project_id=pk)
+        assignment = next_comparison_for(rater=request.user, project=project)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(TaskSerializer(assignment).data)
+
+
+class SkipComparisonView(APIView):
+    authentication_classes = AUTHENTICATION
+    permission_classes = [IsAuthenticated]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        request=SkipInputSerializer,
+        responses={
+            204: OpenApiResponse(description="Skipped (or there was no live lease to give back)."),
+            400: FIELD_ERRORS,
+            404: NOT_FOUND,
+        },
+        summary="Give back the comparison you hold; it will not be offered to you again",
+    )
+    def post(self, request, pk):
+        project = get_project_for_user(request.user, project_id=pk)
+        data = _valid(SkipInputSerializer, request.data)
+        skip_comparison(rater=request.user, project=project, comparison_id=data["comparison"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- judgments --------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[JudgmentFilterSerializer],
+        responses={200: JudgmentSerializer(many=True), 400: FIELD_ERRORS},
+        summary="Your own judgments, newest first",
+    )
+)
+class JudgmentListView(generics.ListAPIView):
+    authentication_classes = AUTHENTICATION
+    permission_classes = [IsAuthenticated]
+    # Criteria and flags are an object and a list: JSON only, no form encodings.
+    parser_classes = [JSONParser]
+    serializer_class = JudgmentSerializer
+
+    def get_queryset(self):
+        judgments = judgments_for(self.request.user).select_related("comparison").order_by("-created_at", "-pk")
+        # Only validated, named filters: never request parameters into .filter(**...).
+        project_id = _valid(JudgmentFilterSerializer, self.request.query_params).get("project")
+        if project_id is not None:
+            judgments = judgments.filter(project_id=project_id)
+        return judgments
+
+    @extend_schema(
+        request=JudgmentInputSerializer,
+        responses={
+            201: JudgmentSerializer,
+            200: OpenApiResponse(JudgmentSerializer, description="You had already judged it: the stored judgment."),
+            400: FIELD_ERRORS,
+            404: NOT_FOUND,
+            409: OpenApiResponse(
+                ErrorSerializer, description="You hold no live lease and the comparison needs no more judgments."
+            ),
+        },
+        summary="Record your judgment of a comparison",
+        description=(
+            "Outcome and criteria are in the terms of your lease (left / right as shown). Safe to retry: "
+            "a second POST for the same comparison returns the stored judgment with 200."
+        ),
+    )
+    def post(self, request):
+        data = _valid(JudgmentInputSerializer, request.data)
+        try:
+            recorded = record_judgment(
+                rater=request.user,
+                comparison_id=data["comparison"],
+                outcome=data["outcome"],
+                strength=data["strength"],
+                criteria=data["criteria"],
+                rationale=data["rationale"],
+                flags=data["flags"],
+                time_spent_ms=data["time_spent_ms"],
+            )
+        except ComparisonNotFound as exc:
+            raise NotFound(str(exc)) from exc
+        except LeaseConflict as exc:
+            raise Conflict(str(exc)) from exc
+        except InvalidJudgment as exc:
+            raise ValidationError(exc.errors) from exc
+        body = JudgmentSerializer(recorded.judgment).data
+        if not recorded.created:
+            return Response(body, status=status.HTTP_200_OK)
+        location = reverse("api:judgment-detail", kwargs={"pk": recorded.judgment.pk}, request=request)
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": location})
+
+
+@extend_schema(responses={200: JudgmentSerializer, 404: NOT_FOUND}, summary="One of your judgments")
+class JudgmentDetailView(generics.RetrieveAPIView):
+    authentication_classes = AUTHENTICATION
+    permission_classes = [IsAuthenticated]
+    serializer_class = JudgmentSerializer
+
+    def get_queryset(self):
+        return judgments_for(self.request.user).select_related("comparison")

@@ -1,0 +1,432 @@
+"""Which pairs are worth a human's time next: refresh a project's comparison queue.
+
+One refresh (the last step of the loop, after a version is activated and has
+scored the responses):
+
+1. candidates = the project's OPEN comparisons, plus every unordered pair of
+   responses to the same prompt that has no comparison yet (in any status);
+2. each candidate gets an acquisition score, higher = more informative;
+3. the candidates are ordered into queue slots (best first, with a share of
+   random picks, see `queue_order`); the open comparisons get
+   priority = descending slot rank, and the best unlabelled candidates become
+   new comparisons, at most `project.pair_budget` of them;
+4. complete comparisons are retired, so the open queue stays small.
+
+Strategies (Project.acquisition):
+
+- "random": a uniformly random order. Also what every project gets while it has
+  no active reward model, or the model scored none of its responses.
+- "uncertainty": the Bradley-Terry probability P(A beats B) = σ(r_a − r_b)
+  closest to 0.5 first. Cheap, but it cannot tell "the model does not know"
+  from "the two responses really are about as good" (an aleatoric near-tie that
+  a human will also call a coin flip), so it keeps asking about true ties.
+- "ensemble": epistemic uncertainty from the reward heads (each trained on a
+  bootstrap re-weighting of the judgments; ResponseReward.head_rewards). The
+  score is BALD (Houlsby et al., 2011), the mutual information between the
+  label and the model:  I = H[mean_h p_h] − mean_h H[p_h],  p_h = σ(r_a^h − r_b^h).
+  It is zero when the heads agree, whatever they agree on (a confident 0.5
+  included), and largest when confident heads contradict each other: exactly
+  the pairs whose label would change the model. It is the expected information
+  gain of one label, in nats (at most ln 2), rather than an ad hoc spread such
+  as the variance of p_h, which is its first-order approximation.
+  A version without head rewards (a single-head model, or heads missing or of
+  different lengths on some response) falls back to "uncertainty", and the
+  result says so.
+
+We built "ensemble" rather than Thompson sampling: Thompson draws one head per
+decision and asks about what that head thinks is best, which suits finding the
+best response (a dueling bandit) rather than teaching the reward model where it
+is wrong, and it gives one pick per draw instead of a ranking of the whole
+queue. The heads needed for either are the same, so nothing is lost.
+
+Speed: two SELECTs load everything as tuples into numpy arrays (no model
+instances); scoring is vectorised; the write is one transaction with a bulk
+UPDATE (PostgreSQL: UPDATE ... FROM unnest(arrays), one statement per 10,000
+rows; SQLite: executemany of a primary-key UPDATE). See
+benchmarks/refresh_pairs.py for figures against Django's bulk_update.
+
+Locks: on PostgreSQL the UPDATE holds the row lock of every open comparison
+until commit, and the assignment engine's SKIP LOCKED passes locked rows by.
+So all reading and scoring happens before the transaction, which holds only
+the writes (about a second for 100,000 rows); keep refresh_pairs out of any
+longer transaction of the caller's.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import connection, transaction
+from django.db.models import FilteredRelation, Q
+
+from labeling.models import Comparison, Project, Response
+from rewardmodel.models import RewardModelVersion
+
+logger = logging.getLogger(__name__)
+
+RANDOM = "random"
+UNCERTAINTY = "uncertainty"
+ENSEMBLE = "ensemble"
+EXPLORATION = "exploration"  # Comparison.selected_by of a slot given to a random pick
+STRATEGIES = (RANDOM, UNCERTAINTY, ENSEMBLE)
+
+# Rows per UPDATE statement: big enough that round trips do not matter,
+# small enough that one statement's parameters stay a few hundred kilobytes.
+_BATCH_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    strategy: str  # the strategy that actually ranked the pairs (after fallbacks)
+    comparisons_scored: int  # candidates scored: open comparisons + unlabelled pairs
+    comparisons_updated: int  # open comparisons given a new priority
+    comparisons_created: int  # new comparisons, at most project.pair_budget
+    comparisons_retired: int  # complete comparisons moved to retired
+    exploration_picks: int  # queue slots (updated or created) given to a random pick
+    seconds: float  # wall time of the whole refresh
+
+
+# --- Scoring: pure functions over numpy arrays, higher = more informative ---
+
+
+def random_scores(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Independent uniform scores: ordering by them is a uniformly random order."""
+    return rng.random(n)
+
+
+def uncertainty_scores(r_a, r_b) -> np.ndarray:
+    """1 − |2·P(A beats B) − 1| with P = σ(r_a − r_b): 1 for a predicted tie, towards 0 for a sure call.
+
+    Computed as 2·σ(−|r_a − r_b|), which stays distinct (if tiny) for pairs far
+    apart instead of every P rounding to exactly 1. NaN (unscored) stays NaN.
+
+    >>> uncertainty_scores(np.array([0.0, 0.0]), np.array([0.0, 3.0])).round(3)
+    array([1.   , 0.095])
+    """
+    delta = np.abs(np.asarray(r_a, dtype=float) - np.asarray(r_b, dtype=float))
+    return 2.0 * _sigmoid(-delta)
+
+
+def ensemble_scores(heads_a, heads_b) -> np.ndarray:
+    """BALD mutual information per pair, in nats: H[mean_h p_h] − mean_h H[p_h], p_h = σ(r_a^h − r_b^h).
+
+    heads_a, heads_b: (pairs, heads) rewards of each side under each head.
+    0 when the heads agree (on anything, 0.5 included); up to ln 2 when they
+    contradict each other with confidence. NaN in a row gives NaN.
+
+    >>> agree = [[0.0, 0.0]], [[0.0, 0.0]]           # both heads: a coin flip
+    >>> split = [[4.0, -4.0]], [[0.0, 0.0]]          # one head sure of A, one of B
+    >>> float(ensemble_scores(*agree)[0]), round(float(ensemble_scores(*split)[0]), 2)
+    (0.0, 0.6)
+    """
+    logits = np.asarray(heads_a, dtype=float) - np.asarray(heads_b, dtype=float)
+    p = _sigmoid(logits)
+    # H(σ(x)) = softplus(x) − x·σ(x): exact from the logit, no log(0).
+    expected_entropy = (np.logaddexp(0.0, logits) - logits * p).mean(axis=1)
+    return np.maximum(_entropy(p.mean(axis=1)) - expected_entropy, 0.0)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    def xlogx(v):
+        return v * np.log(np.where(v > 0, v, 1.0))
+
+    return -(xlogx(p) + xlogx(1.0 - p))
+
+
+# --- Ordering: scores -> queue slots, with an exploration share ---
+
+
+def queue_order(
+    scores: np.ndarray,
+    *,
+    exploration_share: float,
+    rng: np.random.Generator,
+    new: np.ndarray | None = None,
+    budget: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order candidates into queue slots, best first, keeping a share ε of slots for random picks.
+
+    Each slot is an exploration slot with probability ε = exploration_share,
+    independently (one Bernoulli draw per slot). An exploration slot takes a
+    candidate drawn uniformly from those not yet placed; every other slot takes
+    the best-scored candidate not yet placed (NaN scores rank last; ties are
+    broken at random). Candidates flagged in `new` take slots only until
+    `budget` of them are placed; the rest are left out of the queue.
+
+    Returns (order, explored): the candidate index of slot 0, 1, ... and
+    whether each slot was an exploration pick.
+
+    A uniform draw among the candidates not yet placed is the same as taking
+    the next unplaced one from a random permutation fixed up front (the
+    unplaced ones are exchangeable), so the whole thing is one merge of two
+    orders, linear time.
+    """
+    scores = np.asarray(scores, dtype=float)
+    n = len(scores)
+    new = np.zeros(n, dtype=bool) if new is None else np.asarray(new, dtype=bool)
+    n_slots = n - int(new.sum()) + min(budget, int(new.sum()))
+    key = np.where(np.isnan(scores), -np.inf, scores)
+    by_score = np.lexsort((rng.random(n), -key))
+    explored = rng.random(n_slots) < exploration_share
+    if not explored.any():
+        # Greedy only: drop the new candidates past the budget, vectorised.
+        keep = ~new[by_score] | (np.cumsum(new[by_score]) <= budget)
+        return by_score[keep], explored
+
+    by_chance = rng.permutation(n).tolist()
+    greedy = by_score.tolist()
+    is_new = new.tolist()
+    placed = bytearray(n)
+    new_left = budget
+    order = [0] * n_slots
+    g = c = 0
+    for slot, explore in enumerate(explored.tolist()):
+        if explore:
+            while placed[by_chance[c]] or (new_left == 0 and is_new[by_chance[c]]):
+                c += 1
+            pick = by_chance[c]
+        else:
+            while placed[greedy[g]] or (new_left == 0 and is_new[greedy[g]]):
+                g += 1
+            pick = greedy[g]
+        placed[pick] = 1
+        new_left -= is_new[pick]
+        order[slot] = pick
+    return np.array(order, dtype=np.int64), explored
+
+
+# --- The refresh ---
+
+
+def refresh_pairs(*, project: Project, version: RewardModelVersion | None = None, seed: int | None = None) -> RefreshResult:
+    """Re-prioritise the project's open comparisons, add the best new pairs, retire complete ones.
+
+    version: whose rewards to rank by; None means the project's active version.
+    No version, or one that scored none of the project's responses, ranks at
+    random. The same data and seed give the same result.
+    """
+    started = time.perf_counter()
+    if project.acquisition not in STRATEGIES:
+        raise ValueError(f"Unknown acquisition strategy {project.acquisition!r}; expected one of {STRATEGIES}.")
+    if version is None:
+        version = RewardModelVersion.objects.filter(
+            project=project, status=RewardModelVersion.Status.ACTIVE
+        ).first()
+    elif version.project_id != project.pk:
+        raise ValueError(f"Reward model version {version.pk} belongs to another project.")
+    rng = np.random.default_rng(seed)
+
+    wanted = project.acquisition if version is not None else RANDOM
+    responses = _load_responses(
+        project=project, version=None if wanted == RANDOM else version, with_heads=wanted == ENSEMBLE
+    )
+    candidates = _candidates(responses, _load_comparisons(project=project))
+    strategy, scores = _score(wanted, responses, candidates, rng)
+    # Under "random" every slot already is a random pick.
+    share = 0.0 if strategy == RANDOM else project.exploration_share
+    order, explored = queue_order(
+        scores, exploration_share=share, rng=rng, new=candidates.is_new, budget=project.pair_budget
+    )
+
+    n_slots = len(order)
+    priorities = (n_slots - np.arange(n_slots)) / max(n_slots, 1)
+    reasons = np.where(explored, EXPLORATION, strategy)
+    is_new = candidates.is_new[order]
+    update_ids = candidates.comparison_ids[order[~is_new]].tolist()
+    new_comparisons = _new_comparisons(
+        project=project,
+        responses=responses,
+        a=candidates.a[order[is_new]],
+        b=candidates.b[order[is_new]],
+        priorities=priorities[is_new],
+        reasons=reasons[is_new],
+        rng=rng,
+    )
+
+    with transaction.atomic():
+        retired = Comparison.objects.filter(project=project, status=Comparison.Status.COMPLETE).update(
+            status=Comparison.Status.RETIRED
+        )
+        _set_priorities(
+            ids=update_ids, priorities=priorities[~is_new].tolist(), selected_by=reasons[~is_new].tolist()
+        )
+        # A pair imported between our read and this insert violates the unique
+        # pair constraint: the whole refresh rolls back, old queue intact.
+        Comparison.objects.bulk_create(new_comparisons, batch_size=1000)
+
+    result = RefreshResult(
+        strategy=strategy,
+        comparisons_scored=len(scores),
+        comparisons_updated=len(update_ids),
+        comparisons_created=len(new_comparisons),
+        comparisons_retired=retired,
+        exploration_picks=int(explored.sum()),
+        seconds=time.perf_counter() - started,
+    )
+    logger.info("Refreshed pairs of project %s: %s", project.slug, result)
+    return result
+
+
+@dataclass
+class _Responses:
+    ids: np.ndarray  # response ids, ascending
+    prompt_ids: np.ndarray
+    rewards: np.ndarray  # mean reward; NaN where the version scored no reward
+    heads: np.ndarray | None  # (responses, heads), NaN rows where unscored; None if unusable
+
+
+@dataclass
+class _Candidates:
+    a: np.ndarray  # index into _Responses of each side; len(ids) (a NaN sentinel) if unknown
+    b: np.ndarray
+    comparison_ids: np.ndarray  # the open comparison's id; -1 for an unlabelled pair
+    is_new: np.ndarray
+
+
+def _load_responses(*, project: Project, version: RewardModelVersion | None, with_heads: bool) -> _Responses:
+    queryset = Response.objects.filter(prompt__project=project).order_by("id")
+    if version is None:
+        rows = list(queryset.values_list("id", "prompt_id"))
+        ids, prompt_ids = _columns(rows, 2)
+        return _Responses(ids, prompt_ids, np.full(len(ids), np.nan), None)
+    # One LEFT JOIN: responses the version did not score come back with NULLs.
+    queryset = queryset.annotate(scored=FilteredRelation("rewards", condition=Q(rewards__version=version)))
+    fields = ["id", "prompt_id", "scored__reward"] + (["scored__head_rewards"] if with_heads else [])
+    rows = list(queryset.values_list(*fields))
+    ids, prompt_ids = _columns(rows, 2)
+    rewards = np.array([row[2] for row in rows], dtype=float)  # None -> NaN
+    heads = _heads([row[3] for row in rows], rewards) if with_heads else None
+    return _Responses(ids, prompt_ids, rewards, heads)
+
+
+def _heads(values: list, rewards: np.ndarray) -> np.ndarray | None:
+    scored = np.flatnonzero(~np.isnan(rewards))
+    lengths = {len(values[i]) if isinstance(values[i], list) else 0 for i in scored}
+    if len(lengths) != 1 or (n_heads := lengths.pop()) < 2:
+        return None  # a single head, or heads missing/uneven somewhere: no ensemble to read
+    heads = np.full((len(values), n_heads), np.nan)
+    heads[scored] = np.array([values[i] for i in scored], dtype=float)
+    return heads
+
+
+def _load_comparisons(*, project: Project) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rows = list(
+        Comparison.objects.filter(project=project)
+        .order_by("id")
+        .values_list("id", "response_a_id", "response_b_id", "status")
+    )
+    ids, a, b = _columns(rows, 3)
+    is_open = np.array([row[3] == Comparison.Status.OPEN for row in rows], dtype=bool)
+    return ids, a, b, is_open
+
+
+def _columns(rows: list[tuple], count: int) -> list[np.ndarray]:
+    if not rows:
+        return [np.empty(0, dtype=np.int64) for _ in range(count)]
+    return [np.array(column, dtype=np.int64) for column in list(zip(*rows, strict=True))[:count]]
+
+
+def _candidates(responses: _Responses, comparisons) -> _Candidates:
+    comparison_ids, pair_a, pair_b, is_open = comparisons
+    ids = responses.ids
+    n = len(ids)
+
+    def index_of(response_ids):
+        # Unknown ids (a comparison pointing outside the project) map to the NaN sentinel n.
+        if n == 0:
+            return np.full(len(response_ids), n, dtype=np.int64)
+        at = np.minimum(np.searchsorted(ids, response_ids), n - 1)
+        return np.where(ids[at] == response_ids, at, n)
+
+    # Every unordered pair of responses to the same prompt, as indices (lower id first).
+    by_prompt = np.lexsort((ids, responses.prompt_ids))
+    starts = np.flatnonzero(np.r_[True, np.diff(responses.prompt_ids[by_prompt]) != 0])
+    sizes = np.diff(np.r_[starts, n])
+    all_a, all_b = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+    for size in np.unique(sizes[sizes >= 2]):
+        i, j = np.triu_indices(size, 1)
+        base = starts[sizes == size][:, None]
+        all_a.append(by_prompt[(base + i).ravel()])
+        all_b.append(by_prompt[(base + j).ravel()])
+    all_a, all_b = np.concatenate(all_a), np.concatenate(all_b)
+
+    # Drop the pairs that already have a comparison, in either order, any status.
+    span = int(max(ids.max(initial=0), pair_a.max(initial=0), pair_b.max(initial=0))) + 1
+    if span > 3_000_000_000:
+        raise OverflowError("Response ids too large to pack a pair into one int64 key.")
+    taken = np.minimum(pair_a, pair_b) * span + np.maximum(pair_a, pair_b)
+    unlabelled = ~np.isin(ids[all_a] * span + ids[all_b], taken)
+    new_a, new_b = all_a[unlabelled], all_b[unlabelled]
+
+    return _Candidates(
+        a=np.concatenate([index_of(pair_a[is_open]), new_a]),
+        b=np.concatenate([index_of(pair_b[is_open]), new_b]),
+        comparison_ids=np.concatenate([comparison_ids[is_open], np.full(len(new_a), -1, dtype=np.int64)]),
+        is_new=np.r_[np.zeros(int(is_open.sum()), dtype=bool), np.ones(len(new_a), dtype=bool)],
+    )
+
+
+def _score(wanted: str, responses: _Responses, candidates: _Candidates, rng) -> tuple[str, np.ndarray]:
+    rewards = np.append(responses.rewards, np.nan)  # index len(ids) = unknown response
+    if wanted == RANDOM or not np.isfinite(rewards).any():
+        return RANDOM, random_scores(len(candidates.a), rng)
+    if wanted == ENSEMBLE and responses.heads is not None:
+        heads = np.vstack([responses.heads, np.full((1, responses.heads.shape[1]), np.nan)])
+        return ENSEMBLE, ensemble_scores(heads[candidates.a], heads[candidates.b])
+    return UNCERTAINTY, uncertainty_scores(rewards[candidates.a], rewards[candidates.b])
+
+
+def _new_comparisons(*, project, responses: _Responses, a, b, priorities, reasons, rng) -> list[Comparison]:
+    # Which side is shown as "A" is a coin flip, so the lower id is not always A.
+    swap = rng.random(len(a)) < 0.5
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    return [
+        Comparison(
+            project=project,
+            prompt_id=prompt_id,
+            response_a_id=response_a,
+            response_b_id=response_b,
+            priority=priority,
+            selected_by=reason,
+        )
+        for prompt_id, response_a, response_b, priority, reason in zip(
+            responses.prompt_ids[a].tolist(),
+            responses.ids[a].tolist(),
+            responses.ids[b].tolist(),
+            priorities.tolist(),
+            reasons.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def _set_priorities(*, ids: list[int], priorities: list[float], selected_by: list[str]) -> None:
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), _BATCH_SIZE):
+            stop = start + _BATCH_SIZE
+            _update_batch(cursor, ids[start:stop], priorities[start:stop], selected_by[start:stop])
+
+
+def _update_batch(cursor, ids: list[int], priorities: list[float], selected_by: list[str]) -> None:
+    table = connection.ops.quote_name(Comparison._meta.db_table)
+    if connection.vendor == "postgresql":
+        # Three array parameters, one statement: PostgreSQL joins them to the
+        # table by primary key. (Django's bulk_update writes a CASE WHEN per row.)
+        cursor.execute(
+            f"UPDATE {table} AS c SET priority = v.priority, selected_by = v.selected_by "
+            "FROM unnest(%s::bigint[], %s::double precision[], %s::varchar[]) AS v(id, priority, selected_by) "
+            "WHERE c.id = v.id",
+            [ids, priorities, selected_by],
+        )
+    else:
+        # SQLite: one prepared statement run per row inside the transaction;
+        # each is a primary-key lookup, with no round trip to pay.
+        cursor.executemany(
+            f"UPDATE {table} SET priority = %s, selected_by = %s WHERE id = %s",
+            list(zip(priorities, selected_by, ids, strict=True)),
+        )

@@ -1,0 +1,156 @@
+"""The training loop: Bradley-Terry on length-grouped, dynamically padded pairs.
+
+One process, one device (CPU or one CUDA GPU). For several GPUs the path is data parallelism over this same
+loop (torchrun + DistributedDataParallel, or accelerate); see the README of rewardmodel/core.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .data import EncodedPair, collate_pairs, encode_pairs, length_grouped_batches
+from .evaluate import evaluate
+from .examples import PreferenceExample
+from .formatting import SequenceEncoder
+from .loss import bradley_terry_loss
+from .model import autocast, load_backbone, resolve_device, rewards
+
+ProgressCallback = Callable[[int, int, float], None]
+
+
+class TrainingCancelled(Exception):
+    """should_stop() said stop; the partly trained model is discarded with it."""
+
+    def __init__(self, step: int, total: int):
+        super().__init__(f"training cancelled after {step} of {total} steps")
+        self.step = step
+        self.total = total
+
+
+@dataclass
+class TrainResult:
+    model: Any  # the trained transformers model, in eval mode, on the training device
+    tokenizer: Any
+    config: TrainConfig
+    # {"train": {loss, steps, pairs, seconds, pairs_per_second}, "eval": evaluate()'s dict when eval pairs were given}
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)  # the loss of every optimizer step, in order
+
+
+def train(
+    config: TrainConfig,
+    train_examples: Sequence[PreferenceExample],
+    eval_examples: Sequence[PreferenceExample] | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Fine-tune config.backbone as a reward model on train_examples; evaluate on eval_examples if given.
+
+    progress(step, total, loss) is called after every optimizer step; should_stop() is asked before every step
+    and, when it returns True, the run ends with TrainingCancelled.
+    """
+    if not train_examples:
+        raise ValueError("train() needs at least one training pair")
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    # Loaded after seeding: the new reward head's random init is part of what the seed fixes.
+    model, tokenizer = load_backbone(config.backbone, disable_dropout=config.disable_dropout)
+    model.to(device).train()
+    pairs = encode_pairs(SequenceEncoder(tokenizer, config.max_length), train_examples)
+
+    batches_per_epoch = math.ceil(len(pairs) / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = _adamw(model, config, device)
+    scheduler = _linear_warmup_then_decay(optimizer, warmup=round(config.warmup_ratio * total_steps), total=total_steps)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    losses: list[float] = []
+    step = 0
+    started = time.perf_counter()
+    with tqdm(total=total_steps, desc="training", unit="step", disable=None, dynamic_ncols=True) as bar:
+        for _epoch in range(config.epochs):
+            batches = length_grouped_batches([p.length for p in pairs], config.batch_size, generator)
+            for first in range(0, len(batches), config.gradient_accumulation_steps):
+                if should_stop is not None and should_stop():
+                    raise TrainingCancelled(step, total_steps)
+                group = [[pairs[i] for i in b] for b in batches[first : first + config.gradient_accumulation_steps]]
+                loss = _optimizer_step(model, optimizer, group, tokenizer.pad_token_id, device, config)
+                scheduler.step()
+                step += 1
+                losses.append(loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if progress is not None:
+                    progress(step, total_steps, loss)
+    seconds = time.perf_counter() - started
+
+    model.eval()
+    last_epoch = losses[-steps_per_epoch:]
+    metrics = {
+        "train": {
+            "loss": sum(last_epoch) / len(last_epoch),
+            "steps": step,
+            "pairs": len(pairs),
+            "seconds": seconds,
+            "pairs_per_second": len(pairs) * config.epochs / seconds,
+        }
+    }
+    if eval_examples:
+        metrics["eval"] = evaluate(model, tokenizer, eval_examples, config)
+    return TrainResult(model=model, tokenizer=tokenizer, config=config, metrics=metrics, losses=losses)
+
+
+def _optimizer_step(model, optimizer, group: list[list[EncodedPair]], pad_id: int, device, config) -> float:
+    """Forward/backward every micro-batch of the group, then one clipped AdamW step; returns the group's loss."""
+    group_pairs = sum(len(b) for b in group)
+    group_loss = torch.zeros((), device=device)
+    for micro in group:
+        batch = {k: v.to(device, non_blocking=True) for k, v in collate_pairs(micro, pad_id).items()}
+        with autocast(device, config.precision):
+            # Both sides in one forward pass: one set of kernel launches, same padding width.
+            r = rewards(model, batch["input_ids"], batch["attention_mask"])
+        n = len(micro)
+        # Each micro-batch's mean is scaled so that the group's gradient is the mean over all its pairs.
+        loss = bradley_terry_loss(r[:n], r[n:], batch["target"], batch["weight"]) * (n / group_pairs)
+        loss.backward()
+        group_loss += loss.detach()
+    if config.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return group_loss.item()
+
+
+def _adamw(model, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    # Biases and norm gains (the 1-D tensors) are not decayed: shrinking them toward 0 is not regularisation.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+
+
+def _linear_warmup_then_decay(optimizer, *, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device

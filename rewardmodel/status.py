@@ -1,0 +1,438 @@
+"""What people see of the reward-model loop: selectors for the status page and its API.
+
+`project_status` gathers everything the page shows in a constant number of
+queries (seven for staff, five for raters), whatever the number of versions,
+judgments or comparisons. `training_progress` is the cheap subset the page polls
+every two seconds (two queries).
+
+Two audiences: staff see everything; raters (project members) get a read-only
+view with errors reduced to plain words (no exception types, file names,
+broker addresses or task ids) and without the comparison queue.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import Count
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from labeling.models import Comparison, Project
+from rewardmodel.models import ProjectLoop, RewardModelVersion
+from rewardmodel.pipeline import new_judgments_since_last_version
+
+# The page charts and lists at most this many versions (newest first).
+HISTORY_LIMIT = 200
+QUEUE_TOP = 10
+SCHEDULED_TASKS = {
+    "rewardmodel.tasks.reconcile": "Publish missed or due retrains",
+    "rewardmodel.tasks.retrain_projects_with_new_judgments": "Retrain projects with new judgments",
+}
+UNFINISHED = (RewardModelVersion.Status.QUEUED, RewardModelVersion.Status.TRAINING)
+# Fields a version row needs; config and data_snapshot can be large and are never shown.
+_VERSION_FIELDS = (
+    "id",
+    "project_id",
+    "version",
+    "status",
+    "trigger",
+    "metrics",
+    "judgments_count",
+    "device",
+    "durations",
+    "error",
+    "progress_step",
+    "progress_total",
+    "progress_loss",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    id: int
+    version: int
+    status: str
+    status_label: str
+    trigger: str
+    metrics: dict
+    judgments_count: int
+    device: str
+    durations: dict
+    error: str  # full text for staff, plain words for raters, "" when none
+    step: int
+    total: int
+    loss: float | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def accuracy(self) -> float | None:
+        return _number(self.metrics.get("accuracy"))
+
+    @property
+    def accuracy_interval(self) -> float | None:
+        """Half-width of the 95% normal-approximation interval of held-out accuracy."""
+        return binomial_half_width(self.accuracy, self.metrics.get("n"))
+
+    @property
+    def log_loss(self) -> float | None:
+        return _number(self.metrics.get("log_loss"))
+
+    @property
+    def ece(self) -> float | None:
+        return _number(self.metrics.get("ece"))
+
+    @property
+    def n(self) -> int | None:
+        n = self.metrics.get("n")
+        return n if isinstance(n, int) else None
+
+    @property
+    def reference_accuracy(self) -> float | None:
+        return _number(self.metrics.get("reference_accuracy"))
+
+    @property
+    def reference_n(self) -> int | None:
+        n = self.metrics.get("reference_n")
+        return n if isinstance(n, int) else None
+
+    @property
+    def total_seconds(self) -> float | None:
+        values = [v for v in self.durations.values() if isinstance(v, (int, float))]
+        return round(sum(values), 3) if values else None
+
+    @property
+    def is_unfinished(self) -> bool:
+        return self.status in UNFINISHED
+
+    @property
+    def can_activate(self) -> bool:
+        return self.status == RewardModelVersion.Status.READY
+
+
+@dataclass(frozen=True)
+class Training:
+    """The version being trained now (or queued for a worker)."""
+
+    version: VersionRow
+    eta_seconds: float | None  # rough: elapsed time per step so far times the steps left
+    stalled: bool  # the worker stopped renewing its training lease (staff only; always False for raters)
+
+    @property
+    def percent(self) -> int | None:
+        if not self.version.total:
+            return None
+        return min(100, round(100 * self.version.step / self.version.total))
+
+
+@dataclass(frozen=True)
+class QueueState:
+    retrain_pending: bool
+    pending_reason: str
+    pending_since: datetime | None
+    enqueued_at: datetime | None
+    enqueue_error: str  # staff: the broker's error; raters: ""
+    last_trigger_at: datetime | None
+    coalesced_triggers: int
+    slot_held_until: datetime | None  # a live training lease: a worker is on it
+    judgments_since_last_version: int
+    retrain_every: int
+
+    @property
+    def waiting_for_broker(self) -> bool:
+        return self.retrain_pending and self.enqueued_at is None
+
+    @property
+    def judgments_to_next_retrain(self) -> int | None:
+        if not self.retrain_every:
+            return None
+        return max(0, self.retrain_every - self.judgments_since_last_version)
+
+
+@dataclass(frozen=True)
+class ScheduledTask:
+    name: str
+    task: str
+    purpose: str
+    enabled: bool
+    schedule: str  # "every minute", "30 2 * * * (m/h/dM/MY/d) UTC"
+    last_run_at: datetime | None
+    next_run_at: datetime | None  # None: disabled, or a schedule kind we do not compute
+    total_run_count: int
+    overdue: bool  # an enabled task whose run is well past due: is celery beat running?
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    comparison_id: int
+    priority: float
+    selected_by: str
+    judgments_count: int
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    strategy: str
+    strategy_label: str
+    exploration_share: float
+    pair_budget: int
+    open_comparisons: int | None  # None for raters (not counted)
+    open_by_selected_by: dict[str, int] = field(default_factory=dict)
+    top: list[QueueItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProjectStatus:
+    project: Project
+    staff: bool
+    active: VersionRow | None
+    training: Training | None
+    versions: list[VersionRow]  # newest first, at most HISTORY_LIMIT
+    queue: QueueState
+    schedule: list[ScheduledTask]
+    acquisition: Acquisition
+
+    @property
+    def latest(self) -> VersionRow | None:
+        return self.versions[0] if self.versions else None
+
+    @property
+    def busy(self) -> bool:
+        """Something is happening or about to: the page keeps polling while so."""
+        return self.training is not None or self.queue.retrain_pending
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """What the status page polls: the newest version and whether a retrain is pending."""
+
+    latest: VersionRow | None
+    training: Training | None
+    retrain_pending: bool
+    waiting_for_broker: bool
+
+    @property
+    def busy(self) -> bool:
+        return self.training is not None or self.retrain_pending
+
+
+# --- selectors ----------------------------------------------------------------
+
+
+def project_status(*, project: Project, staff: bool, now: datetime | None = None) -> ProjectStatus:
+    """Everything the status page shows for one project, for staff or for a rater."""
+    now = now or timezone.now()
+    versions = [
+        version_row(v, staff=staff)
+        for v in RewardModelVersion.objects.filter(project=project)
+        .only(*_VERSION_FIELDS)
+        .order_by("-version")[:HISTORY_LIMIT]
+    ]
+    loop = ProjectLoop.objects.filter(project=project).first()
+    active = next((v for v in versions if v.status == RewardModelVersion.Status.ACTIVE), None)
+    return ProjectStatus(
+        project=project,
+        staff=staff,
+        active=active,
+        training=_training(versions[0] if versions else None, loop, staff=staff, now=now),
+        versions=versions,
+        queue=_queue_state(project, loop, staff=staff, now=now),
+        schedule=scheduled_tasks(now=now),
+        acquisition=_acquisition(project, staff=staff),
+    )
+
+
+def training_progress(*, project: Project, staff: bool, now: datetime | None = None) -> TrainingProgress:
+    """The newest version's progress and the pending flag: two queries, for polling."""
+    now = now or timezone.now()
+    newest = RewardModelVersion.objects.filter(project=project).only(*_VERSION_FIELDS).order_by("-version").first()
+    latest = version_row(newest, staff=staff) if newest is not None else None
+    loop = ProjectLoop.objects.filter(project=project).only(
+        "project_id", "retrain_pending", "enqueued_at", "lock_owner", "lock_expires_at"
+    ).first()
+    pending = bool(loop and loop.retrain_pending)
+    return TrainingProgress(
+        latest=latest,
+        training=_training(latest, loop, staff=staff, now=now),
+        retrain_pending=pending,
+        waiting_for_broker=pending and loop.enqueued_at is None,
+    )
+
+
+def version_row(version: RewardModelVersion, *, staff: bool) -> VersionRow:
+    return VersionRow(
+        id=version.pk,
+        version=version.version,
+        status=version.status,
+        status_label=version.get_status_display(),
+        trigger=version.trigger,
+        metrics=version.metrics if isinstance(version.metrics, dict) else {},
+        judgments_count=version.judgments_count,
+        device=version.device,
+        durations=version.durations if isinstance(version.durations, dict) else {},
+        error=version.error if staff else plain_error(version),
+        step=version.progress_step,
+        total=version.progress_total,
+        loss=_number(version.progress_loss),
+        created_at=version.created_at,
+        started_at=version.started_at,
+        finished_at=version.finished_at,
+    )
+
+
+def plain_error(version: RewardModelVersion) -> str:
+    """What a rater may read about a version that did not go live: the outcome, not the cause.
+
+    The stored error can name exception types, files and paths (pipeline._plain_error);
+    that is for the people who can fix it.
+    """
+    if not version.error:
+        return ""
+    if version.status == RewardModelVersion.Status.FAILED:
+        return "This training did not finish. The previous version keeps serving."
+    if version.status == RewardModelVersion.Status.READY:
+        return "Trained, but not activated: it was less accurate on held-out judgments than the active version."
+    return ""
+
+
+def scheduled_tasks(*, now: datetime | None = None) -> list[ScheduledTask]:
+    """The loop's django-celery-beat entries, with their next run when it is simple to compute."""
+    now = now or timezone.now()
+    tasks = PeriodicTask.objects.filter(task__in=SCHEDULED_TASKS).select_related("interval", "crontab")
+    return [_scheduled_task(t, now) for t in sorted(tasks, key=lambda t: (t.task, t.name))]
+
+
+def binomial_half_width(p: float | None, n) -> float | None:
+    """1.96 * sqrt(p (1 - p) / n): the 95% interval half-width of an accuracy measured on n pairs."""
+    if p is None or not isinstance(n, int) or n < 1:
+        return None
+    return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n)
+
+
+# --- parts ------------------------------------------------------------------
+
+
+def _training(latest: VersionRow | None, loop: ProjectLoop | None, *, staff: bool, now: datetime) -> Training | None:
+    # Versions are numbered under the project's training slot, and a new run
+    # marks older unfinished ones failed: only the newest can be in progress.
+    if latest is None or not latest.is_unfinished:
+        return None
+    eta = None
+    if latest.started_at and 0 < latest.step < latest.total:
+        elapsed = (now - latest.started_at).total_seconds()
+        eta = max(0.0, elapsed / latest.step * (latest.total - latest.step))
+    stalled = bool(
+        staff
+        and latest.status == RewardModelVersion.Status.TRAINING
+        and loop is not None
+        and (not loop.lock_owner or (loop.lock_expires_at is not None and loop.lock_expires_at < now))
+    )
+    return Training(version=latest, eta_seconds=eta, stalled=stalled)
+
+
+def _queue_state(project: Project, loop: ProjectLoop | None, *, staff: bool, now: datetime) -> QueueState:
+    loop = loop or ProjectLoop(project=project)
+    held = loop.lock_owner and loop.lock_expires_at is not None and loop.lock_expires_at >= now
+    return QueueState(
+        retrain_pending=loop.retrain_pending,
+        pending_reason=loop.pending_reason,
+        pending_since=loop.pending_since,
+        enqueued_at=loop.enqueued_at,
+        enqueue_error=loop.enqueue_error if staff else "",
+        last_trigger_at=loop.last_trigger_at,
+        coalesced_triggers=loop.coalesced_triggers,
+        slot_held_until=loop.lock_expires_at if held else None,
+        judgments_since_last_version=new_judgments_since_last_version(project),
+        retrain_every=project.retrain_every,
+    )
+
+
+def _acquisition(project: Project, *, staff: bool) -> Acquisition:
+    common = {
+        "strategy": project.acquisition,
+        "strategy_label": project.get_acquisition_display(),
+        "exploration_share": project.exploration_share,
+        "pair_budget": project.pair_budget,
+    }
+    if not staff:
+        return Acquisition(open_comparisons=None, **common)
+    open_comparisons = Comparison.objects.filter(project=project, status=Comparison.Status.OPEN)
+    counts = {
+        row["selected_by"] or "import": row["n"]
+        for row in open_comparisons.order_by().values("selected_by").annotate(n=Count("id"))
+    }
+    # The assignment engine's own order (comparison_queue_idx): what raters get next.
+    top = open_comparisons.order_by("-priority", "created_at", "id").values_list(
+        "id", "priority", "selected_by", "judgments_count"
+    )[:QUEUE_TOP]
+    return Acquisition(
+        open_comparisons=sum(counts.values()),
+        open_by_selected_by=dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        top=[QueueItem(pk, priority, selected_by, judged) for pk, priority, selected_by, judged in top],
+        **common,
+    )
+
+
+def _scheduled_task(task: PeriodicTask, now: datetime) -> ScheduledTask:
+    schedule_obj = task.interval or task.crontab or task.solar or task.clocked
+    next_run = _next_run(task, now) if task.enabled else None
+    overdue = False
+    if task.enabled and next_run is not None and task.interval is not None:
+        # Beat runs an interval task at most a tick late; three periods late means no beat.
+        period = timedelta(**{task.interval.period: task.interval.every})
+        reference = task.last_run_at or task.date_changed
+        overdue = reference is not None and now - reference > 3 * period + timedelta(minutes=1)
+    return ScheduledTask(
+        name=task.name,
+        task=task.task,
+        purpose=SCHEDULED_TASKS.get(task.task, ""),
+        enabled=task.enabled,
+        schedule=str(schedule_obj) if schedule_obj is not None else "",
+        last_run_at=task.last_run_at,
+        next_run_at=next_run,
+        total_run_count=task.total_run_count,
+        overdue=overdue,
+    )
+
+
+def _next_run(task: PeriodicTask, now: datetime) -> datetime | None:
+    """Celery's own arithmetic: `remaining_estimate(last_run_at)` is the time from now to the next run."""
+    if task.interval is None and task.crontab is None:
+        return None
+    last = task.last_run_at or now
+    remaining = task.schedule.remaining_estimate(last)
+    return now + max(remaining, timedelta(0))
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# --- what the page's buttons start ------------------------------------------
+
+
+def publish_refresh(*, project_id: int) -> str:
+    """Hand "refresh this project's pairs" to the workers. Returns "" or why the broker refused.
+
+    Never run in the web process: a refresh scores every candidate pair. A
+    broker that is down fails fast (retry=False, short socket timeouts in
+    settings) and the caller says so; there is nothing to keep pending, the
+    next activation refreshes the pairs anyway.
+    """
+    from rewardmodel.tasks import refresh
+
+    try:
+        refresh.apply_async(args=[project_id], retry=False)
+    except Exception as error:  # kombu and redis raise OperationalError, OSError, ConnectionError...
+        return f"{type(error).__name__}: {error}"
+    return ""
