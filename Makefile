@@ -38,8 +38,17 @@ migrate: setup
 demo: migrate
 	$(BIN)/python manage.py load_demo
 
+# Web, a training worker (queue gpu), a light worker with the beat scheduler
+# (queue default), all stopped together by Ctrl-C. With no REDIS_URL the
+# broker is the embedded one under var/broker.
 run: demo
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+	@echo "Serving http://127.0.0.1:8000 with a worker and beat (Ctrl-C stops all)."
+	@trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/celery -A config worker --queues gpu --concurrency 1 --prefetch-multiplier 1 \
+		--hostname gpu@%h --loglevel INFO & \
+	$(BIN)/celery -A config worker --queues default --concurrency 1 --hostname default@%h \
+		--beat --schedule var/celerybeat-schedule --loglevel INFO & \
+	$(BIN)/python manage.py runserver 127.0.0.1:8000 --noreload
 
 test: setup-test
 	$(BIN)/python -m pytest

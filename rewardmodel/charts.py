@@ -74,6 +74,14 @@ class AccuracyChart:
         return _polyline(self.reference_points)
 
     @property
+    def tick_left(self) -> float:
+        return self.left - 5
+
+    @property
+    def tick_bottom(self) -> float:
+        return self.bottom + 5
+
+    @property
     def x_label_y(self) -> float:
         return self.bottom + 34
 

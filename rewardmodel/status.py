@@ -12,6 +12,7 @@ broker addresses or task ids) and without the comparison queue.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +24,8 @@ from django_celery_beat.models import PeriodicTask
 from labeling.models import Comparison, Project
 from rewardmodel.models import ProjectLoop, RewardModelVersion
 from rewardmodel.pipeline import new_judgments_since_last_version
+
+log = logging.getLogger(__name__)
 
 # The page charts and lists at most this many versions (newest first).
 HISTORY_LIMIT = 200
@@ -82,6 +85,16 @@ class VersionRow:
         return binomial_half_width(self.accuracy, self.metrics.get("n"))
 
     @property
+    def accuracy_percent(self) -> float | None:
+        return None if self.accuracy is None else 100 * self.accuracy
+
+    @property
+    def interval_points(self) -> float | None:
+        """The 95% interval half-width in percentage points, as the page shows it (±4.5)."""
+        half = self.accuracy_interval
+        return None if half is None else 100 * half
+
+    @property
     def log_loss(self) -> float | None:
         return _number(self.metrics.get("log_loss"))
 
@@ -97,6 +110,10 @@ class VersionRow:
     @property
     def reference_accuracy(self) -> float | None:
         return _number(self.metrics.get("reference_accuracy"))
+
+    @property
+    def reference_accuracy_percent(self) -> float | None:
+        return None if self.reference_accuracy is None else 100 * self.reference_accuracy
 
     @property
     def reference_n(self) -> int | None:
@@ -130,6 +147,21 @@ class Training:
         if not self.version.total:
             return None
         return min(100, round(100 * self.version.step / self.version.total))
+
+    @property
+    def eta_text(self) -> str:
+        """The same words as static/rewardmodel/status.js writes while polling."""
+        return eta_text(self.eta_seconds)
+
+
+def eta_text(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return "under a minute left"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min left"
+    return f"about {seconds / 3600:.1f} h left"
 
 
 @dataclass(frozen=True)
@@ -383,12 +415,9 @@ def _acquisition(project: Project, *, staff: bool) -> Acquisition:
 def _scheduled_task(task: PeriodicTask, now: datetime) -> ScheduledTask:
     schedule_obj = task.interval or task.crontab or task.solar or task.clocked
     next_run = _next_run(task, now) if task.enabled else None
-    overdue = False
-    if task.enabled and next_run is not None and task.interval is not None:
-        # Beat runs an interval task at most a tick late; three periods late means no beat.
-        period = timedelta(**{task.interval.period: task.interval.every})
-        reference = task.last_run_at or task.date_changed
-        overdue = reference is not None and now - reference > 3 * period + timedelta(minutes=1)
+    # Beat runs a task at most a tick (5 s by default) late; a run missed by
+    # minutes means no beat is running, or it cannot reach the database.
+    overdue = next_run is not None and now - next_run > timedelta(minutes=2)
     return ScheduledTask(
         name=task.name,
         task=task.task,
@@ -403,12 +432,19 @@ def _scheduled_task(task: PeriodicTask, now: datetime) -> ScheduledTask:
 
 
 def _next_run(task: PeriodicTask, now: datetime) -> datetime | None:
-    """Celery's own arithmetic: `remaining_estimate(last_run_at)` is the time from now to the next run."""
-    if task.interval is None and task.crontab is None:
-        return None
-    last = task.last_run_at or now
-    remaining = task.schedule.remaining_estimate(last)
-    return now + max(remaining, timedelta(0))
+    """When beat runs the task next, as of `now`: the first due time after its last run.
+
+    In the past when beat has missed it (it then runs as soon as beat is
+    back). Interval and crontab schedules only; solar and one-off clocked
+    ones are rare enough to show without it.
+    """
+    if task.interval is not None:
+        return (task.last_run_at or now) + timedelta(**{task.interval.period: task.interval.every})
+    if task.crontab is not None:
+        # Celery's own crontab arithmetic, in the schedule's time zone.
+        start, delta, _ = task.crontab.schedule.remaining_delta(task.last_run_at or now)
+        return start + delta
+    return None
 
 
 def _number(value) -> float | None:
@@ -434,5 +470,6 @@ def publish_refresh(*, project_id: int) -> str:
     try:
         refresh.apply_async(args=[project_id], retry=False)
     except Exception as error:  # kombu and redis raise OperationalError, OSError, ConnectionError...
+        log.warning("could not publish the pair refresh of project %s: %r", project_id, error)
         return f"{type(error).__name__}: {error}"
     return ""

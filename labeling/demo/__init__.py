@@ -31,6 +31,9 @@ PROJECT_SLUG = "demo"
 PROJECT_NAME = "Demo: assistant responses"
 PROJECT_CRITERIA = ["helpfulness", "harmlessness", "honesty"]
 PROJECT_OVERLAP = 2  # both demo raters judge every comparison: agreement is visible at once
+# Small, so that a person trying the demo sees the loop turn within minutes:
+# every 10 judgments the reward model retrains and the queue is re-ordered.
+PROJECT_RETRAIN_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ def _save_project() -> tuple[Project, bool]:
     project.name = PROJECT_NAME
     project.criteria = list(PROJECT_CRITERIA)
     project.overlap = PROJECT_OVERLAP
+    project.retrain_every = PROJECT_RETRAIN_EVERY
     project.guidelines = GUIDELINES_PATH.read_text(encoding="utf-8")
     project.full_clean()
     project.save()

@@ -191,14 +191,31 @@
     box.hidden = !message;
   }
 
+  function swappedTask(event) {
+    return event.detail.target && event.detail.target.id === "task";
+  }
+
   document.addEventListener("htmx:afterSwap", function (event) {
-    if (event.detail.target && event.detail.target.id === "task") {
-      showClientError("");
-      startTask();
-      var title = document.getElementById("task-title");
-      // Keyboard and screen-reader users land on the new task, not on <body>.
-      if (title) title.focus({ preventScroll: true });
+    if (!swappedTask(event)) return;
+    showClientError("");
+    startTask();
+  });
+
+  // After htmx has scrolled the new task to the top: a task shown again with
+  // errors scrolls to the first error instead, so the rater sees what to fix.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (!swappedTask(event)) return;
+    var error = document.querySelector("#task [data-error], #judgment-form .notice--error");
+    if (error) {
+      error.scrollIntoView({ block: "center" });
+      var group = error.closest("fieldset, .field");
+      var input = group && group.querySelector("input:not([type=hidden]), textarea");
+      if (input) input.focus({ preventScroll: true });
+      return;
     }
+    var title = document.getElementById("task-title");
+    // Keyboard and screen-reader users land on the new task, not on <body>.
+    if (title) title.focus({ preventScroll: true });
   });
 
   document.addEventListener("htmx:responseError", function (event) {

@@ -217,9 +217,11 @@ def test_it_loads_only_the_project_in_production_with_no_accounts(settings):
 def test_it_creates_the_accounts_in_production_with_force(settings, client):
     settings.PRODUCTION = True
 
-    load_demo("--force")
+    err = StringIO()
+    call_command("load_demo", "--force", stdout=StringIO(), stderr=err)
 
     assert client.login(username="alice", password="alice-demo-pass")
+    assert "production" in err.getvalue()
 
 
 @pytest.mark.django_db

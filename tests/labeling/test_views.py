@@ -119,7 +119,8 @@ def test_it_refuses_another_projects_label_page_and_posts(alice_client, bob):
     assert alice_client.get(label_url(other)).status_code == 404
     post = {"comparison_id": comparison.pk, "outcome": "left", "strength": 2}
     assert alice_client.post(judge_url(other), post).status_code == 404
-    assert alice_client.post(reverse("labeling:skip", args=["other"]), {"comparison_id": comparison.pk}).status_code == 404
+    skip = alice_client.post(reverse("labeling:skip", args=["other"]), {"comparison_id": comparison.pk})
+    assert skip.status_code == 404
     assert not Assignment.objects.filter(comparison=comparison).exists()
     assert Judgment.objects.count() == 0
 
@@ -151,9 +152,8 @@ def test_it_shows_the_leased_pair_in_the_assignments_order(alice_client, alice, 
 
     html = response.content.decode()
     left_id, right_id = shown_response_ids(html)
-    expected_left, expected_right = (
-        (comparison.response_a, comparison.response_b) if left == "a" else (comparison.response_b, comparison.response_a)
-    )
+    a, b = comparison.response_a, comparison.response_b
+    expected_left, expected_right = (a, b) if left == "a" else (b, a)
     assert (left_id, right_id) == (expected_left.pk, expected_right.pk)
     assert html.index(expected_left.text.split()[0]) < html.index(expected_right.text.split()[0])
     assert "<strong>answer</strong>" in html  # rendered through the sanitiser
@@ -424,7 +424,8 @@ def test_it_refuses_posts_without_a_csrf_token(alice, project):
 
     assert client.post(judge_url(project), post).status_code == 403
     assert client.post(judge_url(project), post, **HTMX).status_code == 403
-    assert client.post(reverse("labeling:skip", args=[project.slug]), {"comparison_id": comparison.pk}).status_code == 403
+    skip = client.post(reverse("labeling:skip", args=[project.slug]), {"comparison_id": comparison.pk})
+    assert skip.status_code == 403
     assert Judgment.objects.count() == 0
     assert Assignment.objects.get().state == Assignment.State.ACTIVE
 
@@ -462,3 +463,10 @@ def test_untrusted_response_text_reaches_the_page_only_sanitised(alice_client, a
     assert "<img" not in html
     assert 'href="javascript:' not in html
     assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html
+
+
+def test_a_get_of_the_judge_url_goes_back_to_the_label_page(alice_client, project):
+    # A login redirect can carry ?next=.../judge/; it must not end on a 405.
+    response = alice_client.get(judge_url(project))
+    assert response.status_code == 302
+    assert response["Location"] == label_url(project)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling import demo
@@ -41,6 +42,10 @@ class Command(BaseCommand):
         except ImportFileError as error:
             raise CommandError(f"The demo data file {demo.PROMPTS_PATH} is broken: {error}") from None
         self._report(result)
+        if result.accounts and settings.PRODUCTION:
+            self.stderr.write(
+                self.style.WARNING("Demo accounts with public passwords now exist on a production deployment.")
+            )
 
     def _report(self, result: demo.DemoResult):
         project, imported = result.project, result.imported

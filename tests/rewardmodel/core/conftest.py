@@ -14,7 +14,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 from rewardmodel.core import PreferenceExample, TrainConfig  # noqa: E402
 
 WORDS = (
-    "human assistant system : , . ? ! the a an is it to of and you i we can please help me tell how what why "
+    "human assistant system user : , . ? ! the a an is it to of and you i we can please help me tell how what why "
     "sure yes no maybe good bad great fine okay sorry thanks answer question weather today cats dogs code "
     "red blue green one two three four five six seven eight nine ten marker"
 ).split()
@@ -63,7 +63,7 @@ def tiny_config(tiny_backbone) -> TrainConfig:
 def marker_pairs(n: int, *, seed: int = 0) -> list[PreferenceExample]:
     """A separable toy set: the response containing "marker" always wins, on either side."""
     rng = torch.Generator().manual_seed(seed)
-    filler = WORDS[4:-1]
+    filler = WORDS[WORDS.index("the") : -1]
 
     def words(k):
         return " ".join(filler[i] for i in torch.randint(len(filler), (k,), generator=rng).tolist())
@@ -77,3 +77,13 @@ def marker_pairs(n: int, *, seed: int = 0) -> list[PreferenceExample]:
         else:
             examples.append(PreferenceExample(conversation, plain, marked, target=0.0))
     return examples
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # Tiny models gain nothing from a second thread, and on a busy CI box OpenMP threads that wait for each
+    # other at every op make a 1-second test take 15.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

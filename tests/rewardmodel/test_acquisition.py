@@ -1,0 +1,467 @@
+"""Refreshing which pairs raters see next: the scoring functions on synthetic
+rewards, the ordering with its exploration share, and the database refresh."""
+
+import math
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.db.models import F
+from django.test.utils import CaptureQueriesContext
+
+from labeling.assignment import next_comparison_for
+from labeling.models import Comparison
+from rewardmodel import acquisition
+from rewardmodel.acquisition import (
+    ensemble_scores,
+    queue_order,
+    random_scores,
+    refresh_pairs,
+    uncertainty_scores,
+)
+from rewardmodel.models import ResponseReward, RewardModelVersion
+from tests.factories import ComparisonFactory, ProjectFactory, PromptFactory, ResponseFactory
+
+# --- Pure scoring and ordering (no database) ---
+
+
+def greedy(scores, rng=None):
+    order, _ = queue_order(scores, exploration_share=0.0, rng=rng or np.random.default_rng(0))
+    return order
+
+
+def test_it_ranks_near_ties_first_under_uncertainty():
+    rewards_a = np.array([3.0, 0.01, 1.0, 0.5, -0.02, -2.0])
+    rewards_b = np.zeros(6)
+    assert greedy(uncertainty_scores(rewards_a, rewards_b)).tolist() == [1, 4, 3, 2, 5, 0]
+
+    rng = np.random.default_rng(1)
+    r_a, r_b = rng.normal(size=5000), rng.normal(size=5000)
+    gaps = np.abs(r_a - r_b)[greedy(uncertainty_scores(r_a, r_b))]
+    assert np.all(np.diff(gaps) >= 0)
+
+
+def test_it_scores_a_predicted_tie_one_and_a_sure_call_near_zero_whichever_side_is_a():
+    scores = uncertainty_scores(np.array([0.7, 0.0, 40.0]), np.array([0.7, 2.0, 0.0]))
+    assert scores[0] == pytest.approx(1.0)
+    assert scores[1] == pytest.approx(1 - abs(2 / (1 + math.exp(2.0)) - 1))  # 1 − |2σ(−2) − 1|
+    assert 0 < scores[2] < 1e-15  # far apart, yet still distinct from "no information"
+    assert np.array_equal(uncertainty_scores([0.0, 2.0], [2.0, 0.0]), uncertainty_scores([2.0, 0.0], [0.0, 2.0]))
+
+
+def test_it_ranks_head_disagreement_first_under_ensemble():
+    # Five heads each. Rewards of B are 0, so each row is the heads' r_a − r_b.
+    heads_a = np.array(
+        [
+            [2.0, 2.1, 1.9, 2.0, 2.0],  # 0: all heads sure A wins
+            [0.0, 0.0, 0.0, 0.0, 0.0],  # 1: all heads say coin flip (a true tie)
+            [4.0, -4.0, 4.0, -4.0, 0.0],  # 2: confident heads contradict each other
+            [1.0, -1.0, 1.0, -1.0, 0.0],  # 3: milder disagreement
+            [0.3, 0.1, 0.2, 0.0, 0.2],  # 4: slight spread around a near-tie
+        ]
+    )
+    heads_b = np.zeros_like(heads_a)
+    scores = ensemble_scores(heads_a, heads_b)
+
+    assert greedy(scores).tolist()[:3] == [2, 3, 4]
+    assert scores[1] == pytest.approx(0.0, abs=1e-12)  # agreement on 0.5 is not epistemic
+    assert scores[0] < 0.01
+    assert np.all((scores >= 0) & (scores <= math.log(2)))
+    # Uncertainty on the mean reward cannot tell the true tie from the disagreements.
+    assert uncertainty_scores(heads_a.mean(axis=1), heads_b.mean(axis=1))[[1, 2, 3]].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_it_gives_identical_heads_no_ensemble_score():
+    rng = np.random.default_rng(2)
+    same = np.repeat(rng.normal(size=(100, 1)), 4, axis=1)
+    assert np.allclose(ensemble_scores(same, np.zeros_like(same)), 0.0, atol=1e-12)
+
+
+def test_it_orders_uniformly_at_random_under_random():
+    n, trials = 8, 4000
+    positions = np.zeros((n, n))  # positions[candidate, slot]
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        order = greedy(random_scores(n, rng), rng)
+        positions[order, np.arange(n)] += 1
+
+    def chi_square(counts):
+        expected = trials / n
+        return float(((counts - expected) ** 2 / expected).sum())
+
+    # 49 degrees of freedom: the 0.1% critical value is 85.4.
+    assert chi_square(positions) < 85.4
+    assert np.allclose(positions.sum(axis=0), trials)
+    # The statistic can fail: a scored (non-random) order is far off uniform.
+    biased = np.zeros((n, n))
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        scores = uncertainty_scores(np.arange(n) * 0.1 + rng.normal(0, 0.1, n), np.zeros(n))
+        biased[greedy(scores, rng), np.arange(n)] += 1
+    assert chi_square(biased) > 1000
+
+
+def test_it_gives_the_exploration_share_of_slots_to_random_picks():
+    n, share, top = 20_000, 0.25, 2_000
+    rng = np.random.default_rng(3)
+    scores = uncertainty_scores(rng.normal(size=n), rng.normal(size=n))
+    score_rank = np.empty(n, dtype=np.int64)
+    score_rank[greedy(scores)] = np.arange(n)
+
+    order, explored = queue_order(scores, exploration_share=share, rng=np.random.default_rng(4))
+
+    assert sorted(order.tolist()) == list(range(n))  # every candidate exactly once
+    # Binomial standard deviations: 0.003 over all slots, 0.0097 over the top 2,000.
+    assert explored.mean() == pytest.approx(share, abs=0.01)
+    assert explored[:top].mean() == pytest.approx(share, abs=0.03)
+    # Greedy slots take the best remaining; exploration slots take any remaining one.
+    assert score_rank[order[:top][~explored[:top]]].max() < top
+    assert score_rank[order[:top][explored[:top]]].mean() == pytest.approx(n / 2, rel=0.1)
+    # Over many seeds, the share is ε on average.
+    shares = [
+        queue_order(scores[:1000], exploration_share=share, rng=np.random.default_rng(seed))[1].mean()
+        for seed in range(100)
+    ]
+    assert np.mean(shares) == pytest.approx(share, abs=0.005)
+
+
+def test_it_gives_no_exploration_picks_at_zero_share_and_only_those_at_one():
+    scores = np.random.default_rng(5).random(1000)
+    order, explored = queue_order(scores, exploration_share=0.0, rng=np.random.default_rng(6))
+    assert not explored.any()
+    assert order.tolist() == np.argsort(-scores).tolist()
+
+    order, explored = queue_order(scores, exploration_share=1.0, rng=np.random.default_rng(6))
+    assert explored.all()
+    assert sorted(order.tolist()) == list(range(1000))
+    # All random: the top 100 are not the 100 best scores, only about a tenth of them.
+    assert len(set(order[:100].tolist()) & set(np.argsort(-scores)[:100].tolist())) < 30
+
+
+def test_it_places_new_candidates_only_up_to_the_budget():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    new = np.array([True, False, True, True, False, True, True])
+    for share in (0.0, 0.5):
+        order, explored = queue_order(scores, exploration_share=share, rng=np.random.default_rng(7), new=new, budget=2)
+        assert len(order) == len(explored) == 2 + 2  # both old candidates, two new ones
+        assert set(order[~new[order]].tolist()) == {1, 4}
+    order, _ = queue_order(scores, exploration_share=0.0, rng=np.random.default_rng(7), new=new, budget=2)
+    assert order.tolist() == [0, 1, 2, 4]
+
+
+def test_it_ranks_unscored_candidates_last():
+    scores = np.array([0.2, np.nan, 0.9, np.nan, 0.1])
+    assert greedy(scores).tolist()[:3] == [2, 0, 4]
+
+
+# --- The refresh, on the database ---
+
+
+@pytest.fixture
+def version(project):
+    project.exploration_share = 0.0
+    project.pair_budget = 0
+    project.save()
+    return RewardModelVersion.objects.create(project=project, version=1, status=RewardModelVersion.Status.ACTIVE)
+
+
+def responses_with_rewards(project, version, rewards, heads=None):
+    """One prompt whose responses the version scored with these (mean) rewards and heads."""
+    prompt = PromptFactory(project=project)
+    responses = [ResponseFactory(prompt=prompt) for _ in rewards]
+    ResponseReward.objects.bulk_create(
+        ResponseReward(version=version, response=response, reward=reward, head_rewards=None if heads is None else h)
+        for response, reward, h in zip(responses, rewards, heads or [None] * len(rewards), strict=True)
+    )
+    return responses
+
+
+def compare(project, a, b, **fields):
+    return ComparisonFactory(prompt=a.prompt, project=project, response_a=a, response_b=b, **fields)
+
+
+def queue(project):
+    """Open comparison ids in the order the assignment engine serves them."""
+    return list(
+        Comparison.objects.filter(project=project, status=Comparison.Status.OPEN)
+        .order_by("-priority", "created_at", "pk")
+        .values_list("pk", flat=True)
+    )
+
+
+@pytest.mark.django_db
+def test_it_serves_near_ties_first_under_uncertainty(project, version, alice):
+    project.acquisition = "uncertainty"
+    project.save()
+    far = compare(project, *responses_with_rewards(project, version, [0.0, 3.0]))
+    tie = compare(project, *responses_with_rewards(project, version, [1.0, 1.05]))
+    mid = compare(project, *responses_with_rewards(project, version, [2.0, 1.2]))
+
+    result = refresh_pairs(project=project, seed=0)
+
+    assert result.strategy == "uncertainty"
+    assert (result.comparisons_scored, result.comparisons_updated, result.comparisons_created) == (3, 3, 0)
+    assert queue(project) == [tie.pk, mid.pk, far.pk]
+    assert set(Comparison.objects.values_list("selected_by", flat=True)) == {"uncertainty"}
+    assert next_comparison_for(rater=alice, project=project).comparison_id == tie.pk
+
+
+@pytest.mark.django_db
+def test_it_serves_head_disagreement_first_under_ensemble(project, version):
+    project.acquisition = "ensemble"
+    project.save()
+    # Same mean reward gap (0) for the first two, but only one has heads that disagree.
+    agreed = compare(project, *responses_with_rewards(project, version, [0.0, 0.0], [[0.0, 0.0, 0.0]] * 2))
+    split = compare(
+        project, *responses_with_rewards(project, version, [0.0, 0.0], [[3.0, -3.0, 0.0], [0.0, 0.0, 0.0]])
+    )
+    sure = compare(project, *responses_with_rewards(project, version, [0.0, 2.0], [[0.0] * 3, [2.0, 2.1, 1.9]]))
+
+    result = refresh_pairs(project=project, seed=0)
+
+    assert result.strategy == "ensemble"
+    assert queue(project)[0] == split.pk
+    assert set(queue(project)) == {agreed.pk, split.pk, sure.pk}
+    assert set(Comparison.objects.values_list("selected_by", flat=True)) == {"ensemble"}
+
+
+@pytest.mark.django_db
+def test_it_falls_back_to_uncertainty_when_the_model_has_a_single_head(project, version):
+    project.acquisition = "ensemble"
+    project.save()
+    far = compare(project, *responses_with_rewards(project, version, [0.0, 3.0]))
+    tie = compare(project, *responses_with_rewards(project, version, [0.0, 0.1]))
+
+    result = refresh_pairs(project=project, seed=0)
+
+    assert result.strategy == "uncertainty"
+    assert queue(project) == [tie.pk, far.pk]
+    assert set(Comparison.objects.values_list("selected_by", flat=True)) == {"uncertainty"}
+
+
+@pytest.mark.django_db
+def test_it_ranks_at_random_without_an_active_version(project):
+    project.acquisition = "uncertainty"
+    project.exploration_share = 0.5
+    project.save()
+    ready = RewardModelVersion.objects.create(project=project, version=1, status=RewardModelVersion.Status.READY)
+    for _ in range(5):
+        compare(project, *responses_with_rewards(project, ready, [0.0, 1.0]))
+
+    result = refresh_pairs(project=project, seed=0)
+
+    assert result.strategy == "random"
+    assert result.exploration_picks == 0  # under random every pick is already random
+    assert set(Comparison.objects.values_list("selected_by", flat=True)) == {"random"}
+    assert sorted(Comparison.objects.values_list("priority", flat=True)) == [0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+@pytest.mark.django_db
+def test_it_ranks_at_random_when_the_active_version_scored_nothing(project, version):
+    project.acquisition = "uncertainty"
+    project.save()
+    prompt = PromptFactory(project=project)
+    ComparisonFactory(prompt=prompt)
+
+    assert refresh_pairs(project=project, seed=0).strategy == "random"
+    assert Comparison.objects.get().selected_by == "random"
+
+
+@pytest.mark.django_db
+def test_it_ranks_by_the_version_it_is_given(project, version):
+    project.acquisition = "uncertainty"
+    project.save()
+    a, b = responses_with_rewards(project, version, [0.0, 0.0])
+    c, d = responses_with_rewards(project, version, [0.0, 5.0])
+    first, second = compare(project, a, b), compare(project, c, d)
+    other = RewardModelVersion.objects.create(project=project, version=2, status=RewardModelVersion.Status.READY)
+    ResponseReward.objects.bulk_create(
+        ResponseReward(version=other, response=r, reward=x) for r, x in [(a, 0.0), (b, 5.0), (c, 0.0), (d, 0.0)]
+    )
+
+    refresh_pairs(project=project, version=other, seed=0)
+    assert queue(project) == [second.pk, first.pk]
+    refresh_pairs(project=project, seed=0)  # the active one
+    assert queue(project) == [first.pk, second.pk]
+
+
+@pytest.mark.django_db
+def test_it_creates_the_best_new_pairs_up_to_the_budget_never_duplicating_one(project, version):
+    project.acquisition = "uncertainty"
+    project.pair_budget = 2
+    project.save()
+    r0, r1, r2, r3 = responses_with_rewards(project, version, [0.0, 0.05, 1.0, 1.2])
+    # Existing comparisons, stored "backwards" and in every status, must not come back.
+    existing = [
+        compare(project, r1, r0).pk,
+        compare(project, r3, r2, status=Comparison.Status.COMPLETE, judgments_count=2).pk,
+        compare(project, r2, r0, status=Comparison.Status.RETIRED).pk,
+    ]
+    lone = PromptFactory(project=project)
+    ResponseFactory(prompt=lone)  # one response: no pair to make
+
+    result = refresh_pairs(project=project, seed=0)
+
+    # Unlabelled: (r0, r3) gap 1.2, (r1, r2) gap 0.95, (r1, r3) gap 1.15: the two closest win.
+    new = list(Comparison.objects.exclude(pk__in=existing))
+    assert (result.comparisons_scored, result.comparisons_created) == (1 + 3, 2)
+    assert {frozenset((c.response_a_id, c.response_b_id)) for c in new} == {
+        frozenset((r1.pk, r2.pk)),
+        frozenset((r1.pk, r3.pk)),
+    }
+    assert all(c.project_id == project.pk and c.prompt_id == r0.prompt_id for c in new)
+    assert all(c.status == Comparison.Status.OPEN and c.selected_by == "uncertainty" for c in new)
+    assert not Comparison.objects.filter(response_a__in=[r0, r3], response_b__in=[r0, r3]).exists()
+
+    project.pair_budget = 100
+    project.save()
+    assert refresh_pairs(project=project, seed=1).comparisons_created == 1  # only (r0, r3) is left
+    assert refresh_pairs(project=project, seed=2).comparisons_created == 0
+    pairs = [frozenset(p) for p in Comparison.objects.values_list("response_a_id", "response_b_id")]
+    assert len(pairs) == len(set(pairs)) == 6  # all pairs of four responses, each once
+
+
+@pytest.mark.django_db
+def test_it_puts_new_pairs_in_the_queue_by_the_same_ranking(project, version, alice):
+    project.acquisition = "uncertainty"
+    project.pair_budget = 1
+    project.save()
+    far = compare(project, *responses_with_rewards(project, version, [0.0, 3.0]))
+    a, b = responses_with_rewards(project, version, [0.0, 0.01])
+
+    refresh_pairs(project=project, seed=0)
+
+    new = Comparison.objects.get(response_a__in=[a, b], response_b__in=[a, b])
+    assert queue(project) == [new.pk, far.pk]
+    assert next_comparison_for(rater=alice, project=project).comparison_id == new.pk
+
+
+@pytest.mark.django_db
+def test_it_randomises_which_response_of_a_new_pair_is_a(project, version):
+    project.acquisition = "uncertainty"
+    project.pair_budget = 100
+    project.save()
+    for _ in range(40):
+        responses_with_rewards(project, version, [0.0, 1.0])
+
+    assert refresh_pairs(project=project, seed=0).comparisons_created == 40
+    lower_first = Comparison.objects.filter(response_a__lt=F("response_b")).count()
+    assert 10 <= lower_first <= 30  # a fair coin: 20 ± 10 is beyond 3 standard deviations
+
+
+@pytest.mark.django_db
+def test_it_retires_complete_comparisons_and_leaves_judged_open_ones_alone(project, version):
+    project.acquisition = "uncertainty"
+    project.save()
+    complete = compare(
+        project, *responses_with_rewards(project, version, [0.0, 1.0]), status="complete", judgments_count=2
+    )
+    half = compare(project, *responses_with_rewards(project, version, [0.0, 1.0]), judgments_count=1)
+    retired = compare(project, *responses_with_rewards(project, version, [0.0, 1.0]), status="retired")
+    elsewhere = ComparisonFactory(status="complete", judgments_count=2)  # another project
+
+    result = refresh_pairs(project=project, seed=0)
+
+    assert result.comparisons_retired == 1
+    assert result.comparisons_scored == 1  # only the open one is a candidate
+    assert Comparison.objects.get(pk=complete.pk).status == "retired"
+    assert Comparison.objects.values_list("status", "judgments_count").get(pk=half.pk) == ("open", 1)
+    assert Comparison.objects.get(pk=retired.pk).status == "retired"
+    assert Comparison.objects.get(pk=elsewhere.pk).status == "complete"
+
+
+@pytest.mark.django_db
+def test_it_marks_exploration_picks_and_respects_the_share(project, version):
+    project.acquisition = "uncertainty"
+    project.exploration_share = 0.25
+    project.save()
+    rng = np.random.default_rng(8)
+    for _ in range(100):
+        responses = responses_with_rewards(project, version, rng.normal(size=4).tolist())
+        for i, j in [(0, 1), (0, 2), (1, 3), (2, 3)]:
+            compare(project, responses[i], responses[j])
+
+    result = refresh_pairs(project=project, seed=9)
+
+    explored = Comparison.objects.filter(selected_by="exploration").count()
+    assert explored == result.exploration_picks
+    assert Comparison.objects.filter(selected_by="uncertainty").count() == 400 - explored
+    # 400 slots: the binomial standard deviation of the share is 0.022.
+    assert explored / 400 == pytest.approx(0.25, abs=0.07)
+
+    project.exploration_share = 0.0
+    project.save()
+    assert refresh_pairs(project=project, seed=9).exploration_picks == 0
+    assert not Comparison.objects.filter(selected_by="exploration").exists()
+
+
+@pytest.mark.django_db
+def test_it_gives_the_same_queue_for_the_same_seed(project, version):
+    project.acquisition = "uncertainty"
+    project.exploration_share = 0.5
+    project.save()
+    rng = np.random.default_rng(10)
+    for _ in range(30):
+        compare(project, *responses_with_rewards(project, version, rng.normal(size=2).tolist()))
+
+    def snapshot(seed):
+        refresh_pairs(project=project, seed=seed)
+        return list(Comparison.objects.order_by("pk").values_list("priority", "selected_by"))
+
+    assert snapshot(11) == snapshot(11)
+    assert snapshot(11) != snapshot(12)
+
+
+@pytest.mark.django_db
+def test_it_runs_the_same_number_of_queries_whatever_the_size(project, version):
+    project.acquisition = "ensemble"
+    project.pair_budget = 1
+    project.save()
+
+    def queries_for(prompts):
+        for _ in range(prompts):
+            a, b, c = responses_with_rewards(project, version, [0.0, 1.0, 2.0], [[0.0, 1.0]] * 3)
+            compare(project, a, b)
+        with CaptureQueriesContext(connection) as queries:
+            refresh_pairs(project=project, seed=0)
+        return len(queries)
+
+    assert queries_for(2) == queries_for(40)
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_version_of_another_project(project):
+    other = RewardModelVersion.objects.create(project=ProjectFactory(), version=1)
+    with pytest.raises(ValueError, match="another project"):
+        refresh_pairs(project=project, version=other)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_leaves_the_old_queue_when_the_write_fails_midway(project, monkeypatch):
+    project.acquisition = "uncertainty"
+    project.pair_budget = 5
+    project.save()
+    version = RewardModelVersion.objects.create(project=project, version=1, status="active")
+    for gap in (0.1, 1.0, 2.0, 3.0):
+        compare(project, *responses_with_rewards(project, version, [0.0, gap]), priority=gap)
+    responses_with_rewards(project, version, [0.0, 0.5])  # an unlabelled pair
+    done = compare(project, *responses_with_rewards(project, version, [0.0, 1.0]), status="complete")
+    before = list(Comparison.objects.order_by("pk").values_list("pk", "priority", "selected_by", "status"))
+
+    real_update = acquisition._update_batch
+    calls = []
+
+    def fail_after_first_batch(*args):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("database went away")
+        real_update(*args)
+
+    monkeypatch.setattr(acquisition, "_BATCH_SIZE", 2)
+    monkeypatch.setattr(acquisition, "_update_batch", fail_after_first_batch)
+    with pytest.raises(RuntimeError, match="went away"):
+        refresh_pairs(project=project, seed=0)
+
+    assert len(calls) == 2  # the first batch was written, then rolled back
+    assert list(Comparison.objects.order_by("pk").values_list("pk", "priority", "selected_by", "status")) == before
+    assert Comparison.objects.get(pk=done.pk).status == "complete"
