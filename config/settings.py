@@ -180,7 +180,8 @@ STORAGES = {
 }
 # Local runs serve static files straight from the app folders (no collectstatic).
 WHITENOISE_USE_FINDERS = not PRODUCTION
-WHITENOISE_AUTOREFRESH = DEBUG
+# Re-read files on change in local runs (a stale cached label.js is a confusing bug).
+WHITENOISE_AUTOREFRESH = not PRODUCTION
 
 # Uploaded import files can be large (100k pairs is ~100 MB of JSONL).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

@@ -35,10 +35,16 @@ def now_ms() -> int:
 
 class SkipForm(forms.Form):
     comparison_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    # Which response the page showed on the left ("a"/"b"): the answer is
+    # mapped with the order the rater saw, even from a stale tab.
+    shown_left = forms.ChoiceField(choices=[("a", "a"), ("b", "b")], required=False, widget=forms.HiddenInput)
 
 
 class JudgmentForm(forms.Form):
     comparison_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    # Which response the page showed on the left ("a"/"b"): the answer is
+    # mapped with the order the rater saw, even from a stale tab.
+    shown_left = forms.ChoiceField(choices=[("a", "a"), ("b", "b")], required=False, widget=forms.HiddenInput)
     outcome = forms.ChoiceField(
         choices=[(value, label) for value, label, _ in OUTCOMES],
         error_messages={"required": "Choose which response is better."},
@@ -95,6 +101,8 @@ class JudgmentForm(forms.Form):
             "rationale": data["rationale"],
             "flags": data["flags"],
             "time_spent_ms": data["time_spent_ms"],
+            "shown_left": data.get("shown_left") or None,
+            "project": self.project,
         }
 
     def add_domain_errors(self, errors: dict[str, list[str]]) -> None:

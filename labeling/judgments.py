@@ -100,6 +100,8 @@ def record_judgment(
     rationale: str = "",
     flags: list | None = None,
     time_spent_ms: int,
+    project=None,
+    shown_left: str | None = None,
     now=None,
 ) -> Recorded:
     """Store a rater's judgment of a comparison, exactly once.
@@ -107,6 +109,11 @@ def record_judgment(
     `outcome` and `criteria` values are in shown terms: "left" | "right" |
     "tie" | "both_bad". A second call for the same (comparison, rater)
     returns the stored judgment unchanged (created=False): clients may retry.
+    `project` (optional) narrows the lookup to that project. `shown_left`
+    ("a"/"b", optional) is the order the caller's screen showed; a page that
+    knows it passes it, so that an answer from a stale tab whose lease was
+    replaced by one with the other order is still mapped as the rater saw it.
+    It must be the order of one of this rater's leases on the comparison.
     Raises ComparisonNotFound, LeaseConflict or InvalidJudgment.
     """
     now = now or timezone.now()
@@ -123,6 +130,8 @@ def record_judgment(
                 rationale=rationale,
                 flags=flags,
                 time_spent_ms=time_spent_ms,
+                project=project,
+                shown_left=shown_left,
                 now=now,
             )
     except IntegrityError:
@@ -135,11 +144,16 @@ def record_judgment(
     return recorded
 
 
-def _record(*, rater, comparison_id, outcome, strength, criteria, rationale, flags, time_spent_ms, now) -> Recorded:
+def _record(
+    *, rater, comparison_id, outcome, strength, criteria, rationale, flags, time_spent_ms, project, shown_left, now
+) -> Recorded:
     # The row lock serialises everything that changes this comparison's
     # count of leases and judgments (see assignment.py).
+    comparisons = Comparison.objects.filter(pk=comparison_id, project__in=projects_for(rater))
+    if project is not None:
+        comparisons = comparisons.filter(project=project)
     comparison = (
-        Comparison.objects.filter(pk=comparison_id, project__in=projects_for(rater))
+        comparisons
         .select_related("project")
         .select_for_update(of=("self",))
         .first()
@@ -177,6 +191,10 @@ def _record(*, rater, comparison_id, outcome, strength, criteria, rationale, fla
                 "Ask for the next comparison instead."
             )
     left = lease.left if lease is not None else Side.A
+    if shown_left is not None and shown_left != left:
+        if not Assignment.objects.filter(comparison=comparison, rater=rater, left=shown_left).exists():
+            raise InvalidJudgment({"left": ["This order was never shown to you; reload the task."]})
+        left = shown_left
 
     judgment = Judgment.objects.create(
         comparison=comparison,

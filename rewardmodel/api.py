@@ -166,9 +166,18 @@ class TrainingProgressSerializer(serializers.Serializer):
 # --- score: input and output ----------------------------------------------------
 
 
+class StringField(serializers.CharField):
+    """A string as sent: DRF's CharField would turn 3 or true into "3" and "True" and score those."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ScoreMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["system", "user", "assistant"])
-    content = serializers.CharField(max_length=MAX_TEXT_CHARS, trim_whitespace=False)
+    content = StringField(max_length=MAX_TEXT_CHARS, trim_whitespace=False)
 
 
 class ScoreInputSerializer(serializers.Serializer):
@@ -179,11 +188,11 @@ class ScoreInputSerializer(serializers.Serializer):
         max_length=MAX_TURNS,
         help_text="The conversation the responses answer. Send this or prompt.",
     )
-    prompt = serializers.CharField(
+    prompt = StringField(
         required=False, max_length=MAX_TEXT_CHARS, trim_whitespace=False, help_text="Shorthand for one user turn."
     )
     responses = serializers.ListField(
-        child=serializers.CharField(max_length=MAX_TEXT_CHARS, allow_blank=True, trim_whitespace=False),
+        child=StringField(max_length=MAX_TEXT_CHARS, allow_blank=True, trim_whitespace=False),
         min_length=1,
         max_length=MAX_RESPONSES,
         help_text=f"1 to {MAX_RESPONSES} responses to score, each scored on its own.",

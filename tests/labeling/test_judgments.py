@@ -171,3 +171,35 @@ def test_a_deleted_rater_keeps_their_judgments(project):
 
     with pytest.raises(ProtectedError):
         carol.delete()
+
+
+def test_it_maps_an_answer_from_a_stale_tab_with_the_order_that_tab_showed(project, alice):
+    comparison = ComparisonFactory(prompt__project=project)
+    now = timezone.now()
+    first = next_comparison_for(rater=alice, project=project, now=now)
+    # The lease expires; a new one on the same comparison shows the other order.
+    later = now + project.lease_duration + timedelta(seconds=1)
+    Assignment.objects.create(
+        comparison=comparison, rater=alice, project=project, left="b" if first.left == "a" else "a",
+        issued_at=later, expires_at=later + project.lease_duration,
+    )
+    recorded = submit(alice, comparison.pk, outcome="left", shown_left=first.left, now=later)
+    assert recorded.judgment.left == first.left
+    assert recorded.judgment.outcome == first.left
+
+
+def test_it_refuses_an_order_that_was_never_shown(project, alice):
+    comparison = ComparisonFactory(prompt__project=project)
+    lease = next_comparison_for(rater=alice, project=project)
+    never = "b" if lease.left == "a" else "a"
+    with pytest.raises(InvalidJudgment) as error:
+        submit(alice, comparison.pk, shown_left=never)
+    assert "left" in error.value.errors
+
+
+def test_it_only_finds_the_comparison_in_the_given_project(project, alice):
+    other = ProjectFactory()
+    other.raters.add(alice)
+    comparison = ComparisonFactory(prompt__project=other)
+    with pytest.raises(ComparisonNotFound):
+        submit(alice, comparison.pk, project=project)

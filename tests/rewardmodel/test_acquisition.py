@@ -1,6 +1,7 @@
 """Refreshing which pairs raters see next: the scoring functions on synthetic
 rewards, the ordering with its exploration share, and the database refresh."""
 
+import itertools
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 from labeling.assignment import next_comparison_for
-from labeling.models import Comparison
+from labeling.models import Comparison, Response
 from rewardmodel import acquisition
 from rewardmodel.acquisition import (
     ensemble_scores,
@@ -78,7 +79,7 @@ def test_it_gives_identical_heads_no_ensemble_score():
 
 
 def test_it_orders_uniformly_at_random_under_random():
-    n, trials = 8, 4000
+    n, trials = 8, 2000
     positions = np.zeros((n, n))  # positions[candidate, slot]
     for seed in range(trials):
         rng = np.random.default_rng(seed)
@@ -168,7 +169,7 @@ def version(project):
 def responses_with_rewards(project, version, rewards, heads=None):
     """One prompt whose responses the version scored with these (mean) rewards and heads."""
     prompt = PromptFactory(project=project)
-    responses = [ResponseFactory(prompt=prompt) for _ in rewards]
+    responses = Response.objects.bulk_create(ResponseFactory.build_batch(len(rewards), prompt=prompt))
     ResponseReward.objects.bulk_create(
         ResponseReward(version=version, response=response, reward=reward, head_rewards=None if heads is None else h)
         for response, reward, h in zip(responses, rewards, heads or [None] * len(rewards), strict=True)
@@ -374,20 +375,26 @@ def test_it_retires_complete_comparisons_and_leaves_judged_open_ones_alone(proje
 def test_it_marks_exploration_picks_and_respects_the_share(project, version):
     project.acquisition = "uncertainty"
     project.exploration_share = 0.25
+    project.pair_budget = 50
     project.save()
     rng = np.random.default_rng(8)
     for _ in range(100):
         responses = responses_with_rewards(project, version, rng.normal(size=4).tolist())
-        for i, j in [(0, 1), (0, 2), (1, 3), (2, 3)]:
-            compare(project, responses[i], responses[j])
+        Comparison.objects.bulk_create(
+            ComparisonFactory.build(prompt=a.prompt, project=project, response_a=a, response_b=b)
+            for a, b in itertools.combinations(responses, 2)
+            if {a, b} != {responses[0], responses[3]}  # leave one pair per prompt unlabelled
+        )
 
     result = refresh_pairs(project=project, seed=9)
 
+    # 500 open comparisons and 50 new ones (of 100 unlabelled pairs) fill 550 queue slots.
+    assert (result.comparisons_scored, result.comparisons_updated, result.comparisons_created) == (600, 500, 50)
     explored = Comparison.objects.filter(selected_by="exploration").count()
     assert explored == result.exploration_picks
-    assert Comparison.objects.filter(selected_by="uncertainty").count() == 400 - explored
-    # 400 slots: the binomial standard deviation of the share is 0.022.
-    assert explored / 400 == pytest.approx(0.25, abs=0.07)
+    assert Comparison.objects.filter(selected_by="uncertainty").count() == 550 - explored
+    # The binomial standard deviation of the share over 550 slots is 0.018.
+    assert explored / 550 == pytest.approx(0.25, abs=0.06)
 
     project.exploration_share = 0.0
     project.save()
