@@ -22,6 +22,7 @@ the end unless --keep):
 
 import argparse
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 import django  # noqa: E402
 
 django.setup()
+logging.getLogger("rewardmodel.acquisition").setLevel(logging.WARNING)  # the table below says it all
 
 import numpy as np  # noqa: E402
 from django.core.management import call_command  # noqa: E402

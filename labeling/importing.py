@@ -517,17 +517,10 @@ def _save_prompts(project: Project, plan: _Plan):
     _insert(
         Prompt,
         ("project", "conversation", "metadata", "external_id", "content_hash"),
-        ((project.pk, row.conversation, row.metadata, row.external_id, digest) for digest, row in new),
+        [(project.pk, row.conversation, row.metadata, row.external_id, digest) for digest, row in new],
     )
     ids = {**existing, **_prompt_ids(project, [digest for digest, _ in new])}
     return ids, list(existing.values()), [row for _, row in new]
-
-
-def _prompt_ids(project: Project, hashes: list[str]) -> dict[str, int]:
-    ids: dict[str, int] = {}
-    for batch in _batches(hashes):
-        ids.update(Prompt.objects.filter(project=project, content_hash__in=batch).values_list("content_hash", "pk"))
-    return ids
 
 
 def _save_responses(plan: _Plan, prompt_ids: dict, existing_prompt_ids: list):
@@ -541,20 +534,10 @@ def _save_responses(plan: _Plan, prompt_ids: dict, existing_prompt_ids: list):
     _insert(
         Response,
         ("prompt", "text", "source", "metadata", "content_hash"),
-        ((prompt_id, row.text, row.source, row.metadata, digest) for prompt_id, digest, row in new),
+        [(prompt_id, row.text, row.source, row.metadata, digest) for prompt_id, digest, row in new],
     )
     known.update(_response_ids(list({prompt_id for prompt_id, _, _ in new})))
     return known, [row for _, _, row in new]
-
-
-def _response_ids(prompt_ids: list[int]) -> dict[tuple[int, str], int]:
-    ids = {}
-    for batch in _batches(prompt_ids):
-        for prompt_id, digest, pk in Response.objects.filter(prompt_id__in=batch).values_list(
-            "prompt_id", "content_hash", "pk"
-        ):
-            ids[(prompt_id, digest)] = pk
-    return ids
 
 
 def _save_comparisons(project, plan: _Plan, prompt_ids: dict, response_ids: dict, existing_prompt_ids: list):
@@ -573,45 +556,75 @@ def _save_comparisons(project, plan: _Plan, prompt_ids: dict, response_ids: dict
     return new_rows
 
 
-def _insert(model, field_names: tuple[str, ...], rows: Iterable[tuple]) -> None:
-    """INSERT rows given as tuples of raw values (ids for foreign keys); other fields get their defaults.
+def _prompt_ids(project: Project, hashes: list[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for batch in _batches(hashes):
+        ids.update(Prompt.objects.filter(project=project, content_hash__in=batch).values_list("content_hash", "pk"))
+    return ids
 
-    bulk_create builds a model instance and prepares every field of every row in
-    Python, which made 100,000 pairs (400,000 rows) take minutes; this prepares
-    only the JSON fields, and the defaults and the creation time once per call.
+
+def _response_ids(prompt_ids: list[int]) -> dict[tuple[int, str], int]:
+    ids = {}
+    for batch in _batches(prompt_ids):
+        for prompt_id, digest, pk in Response.objects.filter(prompt_id__in=batch).values_list(
+            "prompt_id", "content_hash", "pk"
+        ):
+            ids[(prompt_id, digest)] = pk
+    return ids
+
+
+def _insert(model, field_names: tuple[str, ...], rows: list[tuple]) -> None:
+    """Insert rows of raw values (ids for foreign keys); every other field gets its default.
+
+    bulk_create builds a model instance and prepares every field of every row
+    in Python, and on PostgreSQL Django binds each parameter client-side: that
+    made 100,000 pairs (400,000 rows) take minutes. Here the defaults and the
+    creation time are prepared once, only JSON is encoded per row, and rows go
+    in through COPY (PostgreSQL) or executemany (SQLite), both streamed in C.
     """
     meta = model._meta
     given = [meta.get_field(name) for name in field_names]
     now = timezone.now()
     defaults = [
-        (f.column, f.get_db_prep_save(now if f.auto_now or f.auto_now_add else f.get_default(), connection))
-        if isinstance(f, models.DateField)
-        else (f.column, f.get_db_prep_save(f.get_default(), connection))
+        (f.column, _encode(f, now if _is_timestamp(f) else f.get_default()))
         for f in meta.concrete_fields
         if not f.primary_key and f not in given
     ]
-    columns = [f.column for f in given] + [column for column, _ in defaults]
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(
-        connection.ops.quote_name(meta.db_table),
-        ", ".join(connection.ops.quote_name(column) for column in columns),
-        ", ".join(["%s"] * len(columns)),
-    )
+    columns = ", ".join(connection.ops.quote_name(c) for c in [f.column for f in given] + [c for c, _ in defaults])
+    table = connection.ops.quote_name(meta.db_table)
     tail = tuple(value for _, value in defaults)
-    json_fields = {i: f for i, f in enumerate(given) if isinstance(f, models.JSONField)}
+    json_at = [i for i, f in enumerate(given) if isinstance(f, models.JSONField)]
+
+    def prepared(batch):
+        for row in batch:
+            if json_at:
+                row = list(row)
+                for i in json_at:
+                    row[i] = json.dumps(row[i])
+            yield (*row, *tail)
+
     with connection.cursor() as cursor:
-        for batch in _batches(list(rows), _WRITE_BATCH):
-            params = []
-            for row in batch:
-                if json_fields:
-                    row = list(row)
-                    for i, f in json_fields.items():
-                        row[i] = f.get_db_prep_save(row[i], connection)
-                params.append((*row, *tail))
-            cursor.executemany(sql, params)
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in prepared(rows):
+                    copy.write_row(row)
+        else:
+            placeholders = ", ".join(["%s"] * (len(given) + len(defaults)))
+            for batch in _batches(rows, _WRITE_BATCH):
+                cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", list(prepared(batch)))
+
+
+def _encode(field, value):
+    # Rows reach the database as text; JSON is encoded as Django's own JSONField would.
+    return json.dumps(value) if isinstance(field, models.JSONField) else field.get_db_prep_save(value, connection)
+
+
+def _is_timestamp(field) -> bool:
+    return getattr(field, "auto_now_add", False) or getattr(field, "auto_now", False)
 
 
 def _batches(items: list, size: int | None = None) -> Iterator[list]:
-    # SQLite allows 999 parameters per statement as Django sees it; PostgreSQL has no such limit.
+    # Lookups by IN (...): SQLite takes 999 parameters per statement as Django sees it.
     size = size or min(connection.features.max_query_params or 5000, 5000) - 10
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -150,7 +150,10 @@ class ProjectLoopAdmin(ReadOnlyAdmin):
         # that a new one can be retrained from here too. One INSERT ... ON
         # CONFLICT DO NOTHING, whatever the number of projects.
         ProjectLoop.objects.bulk_create(
-            [ProjectLoop(project_id=pk) for pk in Project.objects.filter(reward_loop__isnull=True).values_list("pk", flat=True)],
+            [
+                ProjectLoop(project_id=pk)
+                for pk in Project.objects.filter(reward_loop__isnull=True).values_list("pk", flat=True)
+            ],
             ignore_conflicts=True,
         )
         return super().changelist_view(request, extra_context)
@@ -184,9 +187,13 @@ class ProjectLoopAdmin(ReadOnlyAdmin):
             .values_list("project__name", "enqueue_error")
         )
         if len(requested) > len(failed):
-            self.message_user(request, f"Retrain requested for {len(requested) - len(failed)} project(s).", messages.SUCCESS)
+            self.message_user(
+                request, f"Retrain requested for {len(requested) - len(failed)} project(s).", messages.SUCCESS
+            )
         if merged:
-            self.message_user(request, f"{len(merged)} project(s) already had a retrain pending; merged.", messages.INFO)
+            self.message_user(
+                request, f"{len(merged)} project(s) already had a retrain pending; merged.", messages.INFO
+            )
         for name, error in failed.items():
             self.message_user(
                 request,
@@ -205,7 +212,9 @@ class ProjectLoopAdmin(ReadOnlyAdmin):
             error = publish_refresh(project_id=loop.project_id)
             if error:
                 self.message_user(
-                    request, f"{loop.project}: the task queue could not be reached ({error}). Try again later.", messages.ERROR
+                    request,
+                    f"{loop.project}: the task queue could not be reached ({error}). Try again later.",
+                    messages.ERROR,
                 )
             else:
                 sent += 1

@@ -5,7 +5,7 @@ ticks, point positions, the 95% interval of each accuracy) and the words for
 screen readers; templates/rewardmodel/_accuracy_chart.svg draws it, with
 Django's autoescaping on every number and label. No model text ever goes in.
 
-    chart = accuracy_chart(status.versions, active_version=3)
+    chart = accuracy_chart(status.versions)  # the active one is the row with status "active"
     html = render_accuracy_chart(chart)     # or {% include "rewardmodel/_accuracy_chart.svg" %}
 """
 

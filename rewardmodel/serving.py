@@ -116,7 +116,9 @@ def _load(version: RewardModelVersion) -> LoadedModel:
     try:
         model, tokenizer, metadata = load_checkpoint(Path(version.artifact_path), device=device)
     except (CheckpointError, OSError, ValueError) as error:
-        log.error("could not load the checkpoint of reward model %s at %s: %s", version.pk, version.artifact_path, error)
+        log.error(
+            "could not load the checkpoint of reward model %s at %s: %s", version.pk, version.artifact_path, error
+        )
         raise ModelUnavailable(
             f"The active reward model (version {version.version}) could not be loaded; an admin needs to check its "
             "checkpoint (see the server log)."

@@ -286,9 +286,11 @@ def training_progress(*, project: Project, staff: bool, now: datetime | None = N
     now = now or timezone.now()
     newest = RewardModelVersion.objects.filter(project=project).only(*_VERSION_FIELDS).order_by("-version").first()
     latest = version_row(newest, staff=staff) if newest is not None else None
-    loop = ProjectLoop.objects.filter(project=project).only(
-        "project_id", "retrain_pending", "enqueued_at", "lock_owner", "lock_expires_at"
-    ).first()
+    loop = (
+        ProjectLoop.objects.filter(project=project)
+        .only("project_id", "retrain_pending", "enqueued_at", "lock_owner", "lock_expires_at")
+        .first()
+    )
     pending = bool(loop and loop.retrain_pending)
     return TrainingProgress(
         latest=latest,
@@ -381,7 +383,8 @@ def _queue_state(project: Project, loop: ProjectLoop | None, *, staff: bool, now
         last_trigger_at=loop.last_trigger_at,
         coalesced_triggers=loop.coalesced_triggers,
         slot_held_until=loop.lock_expires_at if held else None,
-        judgments_since_last_version=new_judgments_since_last_version(project),
+        # Negative when judgments were deleted after the last version read them.
+        judgments_since_last_version=max(0, new_judgments_since_last_version(project)),
         retrain_every=project.retrain_every,
     )
 

@@ -77,7 +77,9 @@ def activate(request, slug, version):
         messages.info(request, f"Version {target.version} is already active.")
     elif target.status != RewardModelVersion.Status.READY:
         messages.error(
-            request, f"Version {target.version} is {target.get_status_display().lower()}: only a ready version can be activated."
+            request,
+            f"Version {target.version} is {target.get_status_display().lower()}: "
+            "only a ready version can be activated.",
         )
     else:
         pipeline.activate(target)

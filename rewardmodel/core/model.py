@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import eager_attention_forward
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,59 @@ def disable_dropout_in(model: torch.nn.Module) -> None:
 def rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """One scalar reward per row."""
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
+
+
+@contextlib.contextmanager
+def first_token_only_last_layer(model: PreTrainedModel):
+    """Within this block a BERT reward model computes its last layer for the [CLS] position alone.
+
+    BERT's reward head reads only the first token of the last layer. That layer still needs keys and values
+    from every token, but its queries, attention output and feed-forward block are needed for [CLS] only: on
+    MiniLM-L6 that is ~14% of the encoder's work, forward and backward, skipped with the same result (to float
+    rounding; tests/rewardmodel/core/test_model.py compares both). Any other architecture runs unchanged.
+    """
+    layer = _last_bert_layer(model)
+    if layer is None:
+        yield
+        return
+    layer.forward = functools.partial(_first_token_layer_forward, layer)
+    try:
+        yield
+    finally:
+        del layer.forward  # back to the class's own forward
+
+
+def _last_bert_layer(model):
+    if type(model).__name__ != "BertForSequenceClassification" or model.config.is_decoder:
+        return None
+    layers = model.bert.encoder.layer
+    if not layers or type(layers[-1]).__name__ != "BertLayer" or model.bert.pooler is None:
+        return None
+    return layers[-1]
+
+
+def _first_token_layer_forward(layer, hidden_states: torch.Tensor, attention_mask=None, *args, **kwargs):
+    # BertLayer.forward with queries (and everything after attention) restricted to position 0.
+    attention = layer.attention.self
+    first = hidden_states[:, :1]
+    heads = (attention.num_attention_heads, attention.attention_head_size)
+    query = attention.query(first).view(first.shape[0], 1, *heads).transpose(1, 2)
+    key = attention.key(hidden_states).view(*hidden_states.shape[:2], *heads).transpose(1, 2)
+    value = attention.value(hidden_states).view(*hidden_states.shape[:2], *heads).transpose(1, 2)
+    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[2] > 1:
+        attention_mask = attention_mask[:, :, :1, :]
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager_attention_forward)
+    context, _ = interface(
+        attention,
+        query,
+        key,
+        value,
+        attention_mask,
+        dropout=attention.dropout.p if attention.training else 0.0,
+        scaling=attention.scaling,
+    )
+    attended = layer.attention.output(context.reshape(first.shape[0], 1, -1), first)
+    return layer.feed_forward_chunk(attended)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -25,9 +25,7 @@ def admin_client(client, admin_user):
 
 
 def act(client, changelist, action, objects):
-    return client.post(
-        changelist, {"action": action, "_selected_action": [o.pk for o in objects]}, follow=True
-    )
+    return client.post(changelist, {"action": action, "_selected_action": [o.pk for o in objects]}, follow=True)
 
 
 def statuses(project):
@@ -45,6 +43,8 @@ def test_the_version_list_shows_the_loop_at_a_glance(admin_client, project):
     assert response.status_code == 200
     assert "58.3%" in html and "cuda:0" in html and "manual" in html
     assert "64.0%" not in html  # filtered out
+    by_accuracy = admin_client.get(VERSIONS, {"o": "-4"}).content.decode()  # the accuracy column, descending
+    assert by_accuracy.index("64.0%") < by_accuracy.index("58.3%")
 
 
 def test_versions_cannot_be_added_changed_or_deleted(admin_client, project):
@@ -55,7 +55,9 @@ def test_versions_cannot_be_added_changed_or_deleted(admin_client, project):
     page = admin_client.get(change)
     assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
     assert admin_client.post(change, {"status": "active"}).status_code == 403
-    assert admin_client.post(reverse("admin:rewardmodel_rewardmodelversion_delete", args=[version.pk])).status_code == 403
+    assert (
+        admin_client.post(reverse("admin:rewardmodel_rewardmodelversion_delete", args=[version.pk])).status_code == 403
+    )
     assert "delete_selected" not in admin_client.get(VERSIONS).content.decode()
     assert statuses(project) == {1: "ready"}
 

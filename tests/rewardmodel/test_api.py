@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -12,6 +13,7 @@ from rest_framework.test import APIClient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardmodel import serving
+from rewardmodel.api import MAX_RESPONSES
 from rewardmodel.core.checkpoint import save_checkpoint
 from rewardmodel.core.config import TrainConfig
 from rewardmodel.models import ProjectLoop, RewardModelVersion
@@ -55,8 +57,11 @@ def url(name, project):
 
 
 @pytest.fixture(autouse=True)
-def empty_model_cache():
+def empty_caches():
+    # Models from another test must not answer here, and the score throttle's
+    # counts live in the cache (user ids repeat across tests on SQLite).
     serving.clear_cache()
+    cache.clear()
     yield
     serving.clear_cache()
 
@@ -123,7 +128,15 @@ def test_the_status_endpoint_mirrors_the_page(api, admin_user, project):
     body = api.get(url("status", project)).json()
 
     assert set(body) == {
-        "project", "staff", "active", "training", "busy", "versions", "queue", "schedule", "acquisition"
+        "project",
+        "staff",
+        "active",
+        "training",
+        "busy",
+        "versions",
+        "queue",
+        "schedule",
+        "acquisition",
     }
     assert body["project"] == {"id": project.pk, "slug": "demo", "name": "Demo"}
     assert body["staff"] is True and body["busy"] is True
@@ -185,7 +198,9 @@ def test_the_training_endpoint_follows_the_progress(api, admin_user, project):
         assert body["training"]["eta_seconds"] > 0 and body["training"]["eta_text"].endswith("left")
         assert body["busy"] is True
 
-    RewardModelVersion.objects.filter(pk=version.pk).update(status="ready", progress_step=200, finished_at=timezone.now())
+    RewardModelVersion.objects.filter(pk=version.pk).update(
+        status="ready", progress_step=200, finished_at=timezone.now()
+    )
     done = api.get(url("training", project)).json()
     assert done == {**done, "busy": False, "training": None, "retrain_pending": False}
     assert done["latest"]["status"] == "ready"
@@ -232,7 +247,7 @@ def test_scoring_without_an_active_version_is_a_conflict(api, alice, project):
         ({"prompt": "Hi?"}, "responses"),
         ({"prompt": "Hi?", "responses": []}, "responses"),
         ({"prompt": "Hi?", "responses": "not a list"}, "responses"),
-        ({"prompt": "Hi?", "responses": ["x"] * 65}, "responses"),
+        ({"prompt": "Hi?", "responses": ["x"] * (MAX_RESPONSES + 1)}, "responses"),
         ({"prompt": "Hi?", "responses": ["x" * 16_001]}, "responses"),
         ({"prompt": "Hi?", "responses": [3]}, "responses"),
         ({"responses": ["a"]}, "conversation"),
@@ -291,7 +306,9 @@ def test_scoring_works_with_a_token(api, project, active_model):
 def test_scoring_follows_the_activated_version(api, admin_user, project, active_model, tmp_path):
     from rewardmodel import pipeline
 
-    second = make_version(project, 2, "ready", accuracy=0.72, artifact_path=str(make_checkpoint(tmp_path, project, 2, seed=2)))
+    second = make_version(
+        project, 2, "ready", accuracy=0.72, artifact_path=str(make_checkpoint(tmp_path, project, 2, seed=2))
+    )
     api.force_authenticate(admin_user)
     payload = {"prompt": "Which is better?", "responses": ["This one.", "That one."]}
     before = api.post(url("score", project), payload, format="json").json()
@@ -314,3 +331,11 @@ def test_a_tampered_checkpoint_is_refused_with_503(api, admin_user, project, act
     assert response.status_code == 503
     assert "could not be loaded" in response.json()["detail"]
     assert serving.cached_version_ids() == []
+
+
+def test_scoring_is_throttled_per_user(api, alice, project):
+    api.force_authenticate(alice)
+    payload = {"prompt": "Hi?", "responses": ["a"]}
+    codes = [api.post(url("score", project), payload, format="json").status_code for _ in range(31)]
+    assert codes[:30] == [409] * 30  # no active model, but every call counts
+    assert codes[30] == 429

@@ -6,14 +6,13 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import kombu.pools
 import pytest
-from django.test.utils import CaptureQueriesContext
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -405,7 +404,7 @@ def test_a_training_whose_lease_ran_out_is_shown_stalled_to_staff(project):
 
 
 def test_the_schedule_shows_the_loops_periodic_tasks_with_their_next_run():
-    now = datetime(2026, 11, 23, 17, 0, 30, tzinfo=dt_timezone.utc)
+    now = datetime(2026, 11, 23, 17, 0, 30, tzinfo=UTC)
     PeriodicTask.objects.filter(task="rewardmodel.tasks.reconcile").update(last_run_at=now - timedelta(seconds=20))
 
     tasks = {t.task: t for t in scheduled_tasks(now=now)}
@@ -415,7 +414,7 @@ def test_the_schedule_shows_the_loops_periodic_tasks_with_their_next_run():
     assert reconcile.next_run_at == now + timedelta(seconds=40)
     nightly = tasks["rewardmodel.tasks.retrain_projects_with_new_judgments"]
     assert nightly.schedule.startswith("30 2 * * *")
-    assert nightly.next_run_at == datetime(2026, 11, 24, 2, 30, tzinfo=dt_timezone.utc)
+    assert nightly.next_run_at == datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
 
 
 def test_the_schedule_warns_when_beat_seems_not_to_run():
