@@ -174,13 +174,13 @@ class _Plan:
     comparisons: dict = field(default_factory=dict)  # (prompt hash, lower hash, higher hash) -> _ComparisonRow
 
     def prompt(self, conversation, line, metadata=None, external_id="") -> str:
-        digest = _sha256(json.dumps(conversation, sort_keys=True, ensure_ascii=False), "the prompt")
+        digest = _sha256(json.dumps(conversation, sort_keys=True, ensure_ascii=False))
         if digest not in self.prompts:
             self.prompts[digest] = _PromptRow(conversation, metadata or {}, external_id, line)
         return digest
 
     def response(self, prompt_hash, text, line, source="", metadata=None) -> str:
-        digest = _sha256(text, "a response")
+        digest = _sha256(text)
         self.responses.setdefault((prompt_hash, digest), _ResponseRow(text, source, metadata or {}, line))
         return digest
 
@@ -235,6 +235,8 @@ def _records(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
             obj = _DECODER.decode(raw)
         except ValueError as error:
             raise ImportFileError(number, f"not valid JSON ({error})") from None
+        except RecursionError:
+            raise ImportFileError(number, "JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise ImportFileError(number, f"expected a JSON object, got {_json_type(obj)}")
         yield number, obj
@@ -284,7 +286,6 @@ def _parse_hh(obj: dict, plan: _Plan, line: int) -> None:
     for name, text in (("chosen", chosen_text), ("rejected", rejected_text)):
         if not text:
             raise _Skip(f"the {name} final reply is empty")
-        _check_text(text, f"the {name} reply")
     if chosen_text == rejected_text:
         raise _Skip("the chosen and rejected final replies are the same text")
     prompt_hash = plan.prompt(prompt, line)
@@ -299,6 +300,7 @@ def _parse_hh(obj: dict, plan: _Plan, line: int) -> None:
 def _hh_turns(dialogue, name: str) -> list[dict]:
     if not isinstance(dialogue, str):
         raise _Malformed(f"{name!r} must be a string, got {_json_type(dialogue)}")
+    _check_text(dialogue, f"the {name} dialogue")
     # Split on the markers that start a line after a blank one; a dialogue may
     # also begin with a bare "Human:".
     parts = _HH_TURN_SPLIT.split("\n\n" + dialogue.lstrip())
@@ -441,8 +443,20 @@ def _metadata(value, name: str = "metadata") -> dict:
         return {}
     if not isinstance(value, dict):
         raise _Malformed(f"{name!r} must be an object, got {_json_type(value)}")
-    _check_text(json.dumps(value, ensure_ascii=False), repr(name))
+    _check_json(value, repr(name))
     return value
+
+
+def _check_json(value, where: str) -> None:
+    if isinstance(value, str):
+        _check_text(value, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, where)
+            _check_json(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, where)
 
 
 def _external_id(value) -> str:
@@ -456,7 +470,8 @@ def _external_id(value) -> str:
 
 def _check_text(text: str, where: str) -> None:
     # PostgreSQL stores neither NUL characters nor lone surrogates (json.loads
-    # lets both through from \\u escapes); catch them here, not mid-write.
+    # lets both through from \u escapes); catch them here, not mid-write.
+    # Every text is checked before it is hashed or stored.
     if "\x00" in text:
         raise _Malformed(f"{where} contains a NUL character")
     try:
@@ -465,11 +480,8 @@ def _check_text(text: str, where: str) -> None:
         raise _Malformed(f"{where} contains invalid Unicode (a lone surrogate)") from None
 
 
-def _sha256(text: str, where: str) -> str:
-    try:
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
-    except UnicodeEncodeError:
-        raise _Malformed(f"{where} contains invalid Unicode (a lone surrogate)") from None
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _json_type(value) -> str:
@@ -483,9 +495,13 @@ def _json_type(value) -> str:
 
 def _write(plan: _Plan, *, project_slug: str, project_name: str) -> ImportResult:
     with transaction.atomic():
-        project = _lock_or_create_project(project_slug, project_name)
-        prompt_ids, existing_prompt_ids, new_prompts = _save_prompts(project, plan)
-        response_ids, new_responses = _save_responses(plan, prompt_ids, existing_prompt_ids)
+        project, created = _lock_or_create_project(project_slug, project_name)
+        # A project made just now has no rows to match against.
+        prompt_ids = {} if created else _prompt_ids(project, list(plan.prompts))
+        existing_prompt_ids = list(prompt_ids.values())
+        new_prompts = _save_prompts(project, plan, prompt_ids)
+        response_ids = _response_ids(existing_prompt_ids)
+        new_responses = _save_responses(plan, prompt_ids, response_ids)
         new_comparisons = _save_comparisons(project, plan, prompt_ids, response_ids, existing_prompt_ids)
     adding_lines = {row.line for rows in (new_prompts, new_responses, new_comparisons) for row in rows}
     return ImportResult(
@@ -500,47 +516,48 @@ def _write(plan: _Plan, *, project_slug: str, project_name: str) -> ImportResult
     )
 
 
-def _lock_or_create_project(slug: str, name: str) -> Project:
+def _lock_or_create_project(slug: str, name: str) -> tuple[Project, bool]:
     # The row lock makes two imports into one project take turns, so neither
     # inserts a row the other has just matched as missing.
     project = Project.objects.select_for_update().filter(slug=slug).first()
-    if project is None:
-        project = Project(slug=slug, name=name)
-        project.full_clean()
-        project.save()
-    return project
+    if project is not None:
+        return project, False
+    project = Project(slug=slug, name=name)
+    project.full_clean()
+    project.save()
+    return project, True
 
 
-def _save_prompts(project: Project, plan: _Plan):
-    existing = _prompt_ids(project, list(plan.prompts))
-    new = [(digest, row) for digest, row in plan.prompts.items() if digest not in existing]
-    _insert(
+def _save_prompts(project: Project, plan: _Plan, prompt_ids: dict) -> list[_PromptRow]:
+    """Insert the prompts not in prompt_ids (hash -> id), and add their ids to it."""
+    new = [(digest, row) for digest, row in plan.prompts.items() if digest not in prompt_ids]
+    ids = _insert(
         Prompt,
         ("project", "conversation", "metadata", "external_id", "content_hash"),
         [(project.pk, row.conversation, row.metadata, row.external_id, digest) for digest, row in new],
     )
-    ids = {**existing, **_prompt_ids(project, [digest for digest, _ in new])}
-    return ids, list(existing.values()), [row for _, row in new]
+    prompt_ids.update(zip((digest for digest, _ in new), ids, strict=True))
+    return [row for _, row in new]
 
 
-def _save_responses(plan: _Plan, prompt_ids: dict, existing_prompt_ids: list):
-    # New prompts have no responses yet, so only existing prompts are looked up.
-    known = _response_ids(existing_prompt_ids)
+def _save_responses(plan: _Plan, prompt_ids: dict, response_ids: dict) -> list[_ResponseRow]:
+    """Insert the responses not in response_ids ((prompt id, hash) -> id), and add their ids to it."""
     new = []
     for (prompt_hash, digest), row in plan.responses.items():
         prompt_id = prompt_ids[prompt_hash]
-        if (prompt_id, digest) not in known:
+        if (prompt_id, digest) not in response_ids:
             new.append((prompt_id, digest, row))
-    _insert(
+    ids = _insert(
         Response,
         ("prompt", "text", "source", "metadata", "content_hash"),
         [(prompt_id, row.text, row.source, row.metadata, digest) for prompt_id, digest, row in new],
     )
-    known.update(_response_ids(list({prompt_id for prompt_id, _, _ in new})))
-    return known, [row for _, _, row in new]
+    response_ids.update(zip(((prompt_id, digest) for prompt_id, digest, _ in new), ids, strict=True))
+    return [row for _, _, row in new]
 
 
 def _save_comparisons(project, plan: _Plan, prompt_ids: dict, response_ids: dict, existing_prompt_ids: list):
+    # Only prompts that existed before can have comparisons already.
     taken: set[tuple[int, int]] = set()
     for batch in _batches(existing_prompt_ids):
         for a, b in Comparison.objects.filter(prompt_id__in=batch).values_list("response_a_id", "response_b_id"):
@@ -573,45 +590,75 @@ def _response_ids(prompt_ids: list[int]) -> dict[tuple[int, str], int]:
     return ids
 
 
-def _insert(model, field_names: tuple[str, ...], rows: list[tuple]) -> None:
-    """Insert rows of raw values (ids for foreign keys); every other field gets its default.
+def _insert(model, field_names: tuple[str, ...], rows: list[tuple]) -> list[int]:
+    """Insert rows of raw values (ids for foreign keys) and return their new ids, in order.
 
-    bulk_create builds a model instance and prepares every field of every row
-    in Python, and on PostgreSQL Django binds each parameter client-side: that
-    made 100,000 pairs (400,000 rows) take minutes. Here the defaults and the
-    creation time are prepared once, only JSON is encoded per row, and rows go
-    in through COPY (PostgreSQL) or executemany (SQLite), both streamed in C.
+    Every other field gets its default. bulk_create builds a model instance and
+    prepares every field of every row in Python, and on PostgreSQL Django binds
+    each parameter client-side: that made 100,000 pairs (400,000 rows) take
+    minutes. Here the defaults and the creation time are prepared once, only
+    JSON is encoded per row, the ids are allocated up front (so no query has to
+    find the rows again), and rows go in through COPY (PostgreSQL) or
+    executemany (SQLite), both streamed in C.
     """
+    if not rows:
+        return []
     meta = model._meta
-    given = [meta.get_field(name) for name in field_names]
+    given = [meta.pk] + [meta.get_field(name) for name in field_names]
     now = timezone.now()
     defaults = [
         (f.column, _encode(f, now if _is_timestamp(f) else f.get_default()))
         for f in meta.concrete_fields
-        if not f.primary_key and f not in given
+        if f not in given
     ]
     columns = ", ".join(connection.ops.quote_name(c) for c in [f.column for f in given] + [c for c, _ in defaults])
     table = connection.ops.quote_name(meta.db_table)
     tail = tuple(value for _, value in defaults)
     json_at = [i for i, f in enumerate(given) if isinstance(f, models.JSONField)]
+    ids = _allocate_ids(model, len(rows))
 
-    def prepared(batch):
-        for row in batch:
-            if json_at:
-                row = list(row)
-                for i in json_at:
-                    row[i] = json.dumps(row[i])
+    def prepared(start, batch):
+        for pk, row in zip(ids[start : start + len(batch)], batch, strict=True):
+            row = [pk, *row]
+            for i in json_at:
+                row[i] = json.dumps(row[i])
             yield (*row, *tail)
 
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for row in prepared(rows):
+                for row in prepared(0, rows):
                     copy.write_row(row)
         else:
-            placeholders = ", ".join(["%s"] * (len(given) + len(defaults)))
-            for batch in _batches(rows, _WRITE_BATCH):
-                cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", list(prepared(batch)))
+            sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * (len(given) + len(defaults)))})"
+            for start in range(0, len(rows), _WRITE_BATCH):
+                cursor.executemany(sql, list(prepared(start, rows[start : start + _WRITE_BATCH])))
+    return ids
+
+
+def _allocate_ids(model, n: int) -> list[int]:
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # The ids the table's own sequence would have given these rows.
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                [connection.ops.quote_name(table), model._meta.pk.column, n],
+            )
+            return [pk for (pk,) in cursor.fetchall()]
+        if connection.vendor == "sqlite":
+            # The transaction holds SQLite's write lock (IMMEDIATE mode), so
+            # nobody else takes these ids; AUTOINCREMENT never reuses one, so
+            # start past the highest ever given, not only the highest present.
+            pk = connection.ops.quote_name(model._meta.pk.column)
+            cursor.execute(
+                f"SELECT max(coalesce((SELECT max({pk}) FROM {connection.ops.quote_name(table)}), 0),"
+                " coalesce((SELECT seq FROM sqlite_sequence WHERE name = %s), 0))",
+                [table],
+            )
+            start = cursor.fetchone()[0] + 1
+            return list(range(start, start + n))
+    raise NotImplementedError(f"Importing into {connection.vendor} is not supported.")
 
 
 def _encode(field, value):

@@ -33,30 +33,39 @@ Strategies (Project.acquisition):
   different lengths on some response) falls back to "uncertainty", and the
   result says so.
 
+Pairs with a response the version did not score (imported after scoring) rank
+after every scored pair, at random among themselves; exploration slots can
+still pick them, and the next version scores them. Comparison.selected_by of
+every open comparison is rewritten: the strategy, or "exploration" for a slot
+given to a random pick ("import" does not survive the first refresh).
+
 We built "ensemble" rather than Thompson sampling: Thompson draws one head per
 decision and asks about what that head thinks is best, which suits finding the
 best response (a dueling bandit) rather than teaching the reward model where it
 is wrong, and it gives one pick per draw instead of a ranking of the whole
 queue. The heads needed for either are the same, so nothing is lost.
 
-Speed: two SELECTs load everything as tuples into numpy arrays (no model
+Speed: three SELECTs (the active version, the responses with their rewards,
+the comparisons) load everything as tuples into numpy arrays (no model
 instances); scoring is vectorised; the write is one transaction with a bulk
 UPDATE (PostgreSQL: UPDATE ... FROM unnest(arrays), one statement per 10,000
 rows; SQLite: executemany of a primary-key UPDATE). See
 benchmarks/refresh_pairs.py for figures against Django's bulk_update.
 
 Locks: on PostgreSQL the UPDATE holds the row lock of every open comparison
-until commit, and the assignment engine's SKIP LOCKED passes locked rows by.
-So all reading and scoring happens before the transaction, which holds only
-the writes (about a second for 100,000 rows); keep refresh_pairs out of any
-longer transaction of the caller's.
+it has rewritten until commit. Meanwhile the assignment engine (SKIP LOCKED)
+serves rows not yet rewritten, and a judgment on a rewritten row waits for the
+commit. So all reading and scoring happens before the transaction, and the
+long UPDATE is its last statement: rows stay locked for at most the UPDATE's
+own time (a few seconds for 100,000 rows on a busy 2-core machine, see the
+benchmark). Keep refresh_pairs out of any longer transaction of the caller's.
 """
 
 import json
 import logging
 import time
-from operator import itemgetter
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 from django.db import connection, transaction
@@ -206,7 +215,9 @@ def queue_order(
 # --- The refresh ---
 
 
-def refresh_pairs(*, project: Project, version: RewardModelVersion | None = None, seed: int | None = None) -> RefreshResult:
+def refresh_pairs(
+    *, project: Project, version: RewardModelVersion | None = None, seed: int | None = None
+) -> RefreshResult:
     """Re-prioritise the project's open comparisons, add the best new pairs, retire complete ones.
 
     version: whose rewards to rank by; None means the project's active version.
@@ -255,12 +266,13 @@ def refresh_pairs(*, project: Project, version: RewardModelVersion | None = None
         retired = Comparison.objects.filter(project=project, status=Comparison.Status.COMPLETE).update(
             status=Comparison.Status.RETIRED
         )
-        _set_priorities(
-            ids=update_ids, priorities=priorities[~is_new].tolist(), selected_by=reasons[~is_new].tolist()
-        )
         # A pair imported between our read and this insert violates the unique
         # pair constraint: the whole refresh rolls back, old queue intact.
         Comparison.objects.bulk_create(new_comparisons, batch_size=1000)
+        # Last, so that the rows it locks are released right after it.
+        _set_priorities(
+            ids=update_ids, priorities=priorities[~is_new].tolist(), selected_by=reasons[~is_new].tolist()
+        )
 
     result = RefreshResult(
         strategy=strategy,
@@ -425,11 +437,19 @@ def _update_batch(cursor, ids: list[int], priorities: list[float], selected_by: 
     if connection.vendor == "postgresql":
         # Three array parameters, one statement: PostgreSQL joins them to the
         # table by primary key. (Django's bulk_update writes a CASE WHEN per row.)
+        # They go as array literals built in one join each: Django binds
+        # client-side, and psycopg quotes a Python list element by element in
+        # Python, ~7x slower. str() of a float is its shortest exact repr; the
+        # reasons are our own lowercase words, quoted anyway.
         cursor.execute(
             f"UPDATE {table} AS c SET priority = v.priority, selected_by = v.selected_by "
             "FROM unnest(%s::bigint[], %s::double precision[], %s::varchar[]) AS v(id, priority, selected_by) "
             "WHERE c.id = v.id",
-            [ids, priorities, selected_by],
+            [
+                "{" + ",".join(map(str, ids)) + "}",
+                "{" + ",".join(map(str, priorities)) + "}",
+                "{" + ",".join(f'"{reason}"' for reason in selected_by) + "}",
+            ],
         )
     else:
         # SQLite: one prepared statement run per row inside the transaction;

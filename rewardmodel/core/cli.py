@@ -2,6 +2,7 @@
 
     python -m rewardmodel.core train data.jsonl --project demo --version 1 [--epochs 2 ...]
     python -m rewardmodel.core evaluate var/models/demo/1 held_out.jsonl
+    torchrun --nproc_per_node 4 -m rewardmodel.core train data.jsonl --project demo --version 2   # 4 GPUs
 
 Files are HH or TRL preference JSONL (see jsonl.py). train holds out --eval-fraction of the pairs (seeded split),
 shows a progress bar, prints the metrics as JSON and saves a checkpoint under --model-root (default: MODEL_ROOT).
@@ -10,16 +11,21 @@ shows a progress bar, prints the metrics as JSON and saves a checkpoint under --
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
+
+import torch.distributed as dist
 
 from .checkpoint import default_model_root, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate
 from .examples import holdout_split
 from .jsonl import read_preferences
+from .model import resolve_device
 from .train import train
 
 _CONFIG_FLAGS = {f.name: f for f in fields(TrainConfig)}
@@ -58,7 +64,10 @@ def _train(args) -> int:
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in _CONFIG_FLAGS and v is not None})
     examples = read_preferences(args.data, limit=args.limit)
     train_examples, eval_examples = holdout_split(examples, eval_fraction=args.eval_fraction, seed=config.seed)
-    result = train(config, train_examples, eval_examples)
+    with _process_group_from_launcher(config) as rank:
+        result = train(config, train_examples, eval_examples)
+        if rank != 0:
+            return 0  # rank 0 holds the same weights and writes the one checkpoint
     path = save_checkpoint(
         args.model_root or default_model_root(),
         args.project,
@@ -78,6 +87,20 @@ def _evaluate(args) -> int:
     config = TrainConfig.from_dict(metadata["config"])
     print(json.dumps(evaluate(model, tokenizer, read_preferences(args.data), config), indent=2))
     return 0
+
+
+@contextlib.contextmanager
+def _process_group_from_launcher(config: TrainConfig):
+    """Joins the process group torchrun describes in the environment (WORLD_SIZE > 1); yields this rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield 0
+        return
+    backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    try:
+        yield dist.get_rank()
+    finally:
+        dist.destroy_process_group()
 
 
 def _boolean(text: str) -> bool:

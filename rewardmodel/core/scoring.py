@@ -10,7 +10,7 @@ from .config import TrainConfig
 from .data import pad_sequences
 from .examples import Conversation
 from .formatting import SequenceEncoder
-from .model import autocast, rewards
+from .model import autocast, first_token_only_last_layer, rewards
 
 
 def score(model, tokenizer, items: Sequence[tuple[Conversation, str]], config: TrainConfig) -> list[float]:
@@ -28,7 +28,7 @@ def score_encoded(model, tokenizer, sequences: Sequence[list[int]], config: Trai
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast(device, config.precision):
+        with torch.inference_mode(), autocast(device, config.precision), first_token_only_last_layer(model):
             for start in range(0, len(order), config.eval_batch_size):
                 chunk = order[start : start + config.eval_batch_size]
                 input_ids, attention_mask = pad_sequences([sequences[i] for i in chunk], tokenizer.pad_token_id)

@@ -1,12 +1,15 @@
 """The training loop: Bradley-Terry on length-grouped, dynamically padded pairs.
 
-One process, one device (CPU or one CUDA GPU). For several GPUs the path is data parallelism over this same
-loop (torchrun + DistributedDataParallel, or accelerate); see the README of rewardmodel/core.
+One process on one device (CPU, or one CUDA GPU with bf16 autocast) by default. Started by torchrun with
+torch.distributed initialised (python -m rewardmodel.core does that), the same loop runs data-parallel: each
+process takes every world-th batch of the same seeded order and DistributedDataParallel averages gradients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
@@ -22,7 +27,7 @@ from .evaluate import evaluate
 from .examples import PreferenceExample
 from .formatting import SequenceEncoder
 from .loss import bradley_terry_loss
-from .model import autocast, load_backbone, resolve_device, rewards
+from .model import autocast, first_token_only_last_layer, load_backbone, resolve_device, rewards
 
 ProgressCallback = Callable[[int, int, float], None]
 
@@ -57,82 +62,125 @@ def train(
     """Fine-tune config.backbone as a reward model on train_examples; evaluate on eval_examples if given.
 
     progress(step, total, loss) is called after every optimizer step; should_stop() is asked before every step
-    and, when it returns True, the run ends with TrainingCancelled.
+    and, when it returns True, the run ends with TrainingCancelled. Under torchrun both are rank 0's, and only
+    rank 0 evaluates.
     """
     if not train_examples:
         raise ValueError("train() needs at least one training pair")
+    rank, world = _process_group()
     seed_everything(config.seed)
-    device = resolve_device(config.device)
-    # Loaded after seeding: the new reward head's random init is part of what the seed fixes.
+    device = _device_for(config.device, world)
+    # Loaded after seeding: the new reward head's random init is part of what the seed fixes (on every rank).
     model, tokenizer = load_backbone(config.backbone, disable_dropout=config.disable_dropout)
     model.to(device).train()
+    net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     pairs = encode_pairs(SequenceEncoder(tokenizer, config.max_length), train_examples)
 
-    batches_per_epoch = math.ceil(len(pairs) / config.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    batches_per_rank = math.ceil(len(pairs) / config.batch_size) // world
+    if batches_per_rank == 0:
+        raise ValueError(f"{len(pairs)} pairs make fewer batches of {config.batch_size} than the {world} processes")
+    steps_per_epoch = math.ceil(batches_per_rank / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = _adamw(model, config, device)
+    optimizer = _adamw(model, config)
     scheduler = _linear_warmup_then_decay(optimizer, warmup=round(config.warmup_ratio * total_steps), total=total_steps)
     generator = torch.Generator().manual_seed(config.seed)
 
     losses: list[float] = []
     step = 0
     started = time.perf_counter()
-    with tqdm(total=total_steps, desc="training", unit="step", disable=None, dynamic_ncols=True) as bar:
+    with (
+        tqdm(total=total_steps, desc="training", unit="step", disable=None if rank == 0 else True) as bar,
+        first_token_only_last_layer(model),
+    ):
         for _epoch in range(config.epochs):
+            # Every rank draws the same batch order from the same seed and takes its own share of it.
             batches = length_grouped_batches([p.length for p in pairs], config.batch_size, generator)
+            batches = batches[rank::world][:batches_per_rank]
             for first in range(0, len(batches), config.gradient_accumulation_steps):
-                if should_stop is not None and should_stop():
+                if _stop_requested(should_stop, rank, world, device):
                     raise TrainingCancelled(step, total_steps)
                 group = [[pairs[i] for i in b] for b in batches[first : first + config.gradient_accumulation_steps]]
-                loss = _optimizer_step(model, optimizer, group, tokenizer.pad_token_id, device, config)
+                loss = _optimizer_step(net, optimizer, group, tokenizer.pad_token_id, device, config, world)
                 scheduler.step()
                 step += 1
                 losses.append(loss)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if progress is not None:
+                if progress is not None and rank == 0:
                     progress(step, total_steps, loss)
     seconds = time.perf_counter() - started
 
     model.eval()
     last_epoch = losses[-steps_per_epoch:]
+    trained_pairs = sum(len(b) for b in batches) * world  # of the last epoch; world > 1 drops a ragged tail
     metrics = {
         "train": {
             "loss": sum(last_epoch) / len(last_epoch),
             "steps": step,
-            "pairs": len(pairs),
+            "pairs": trained_pairs,
             "seconds": seconds,
-            "pairs_per_second": len(pairs) * config.epochs / seconds,
+            "pairs_per_second": trained_pairs * config.epochs / seconds,
+            "processes": world,
         }
     }
-    if eval_examples:
+    if eval_examples and rank == 0:
         metrics["eval"] = evaluate(model, tokenizer, eval_examples, config)
     return TrainResult(model=model, tokenizer=tokenizer, config=config, metrics=metrics, losses=losses)
 
 
-def _optimizer_step(model, optimizer, group: list[list[EncodedPair]], pad_id: int, device, config) -> float:
+def _optimizer_step(net, optimizer, group: list[list[EncodedPair]], pad_id: int, device, config, world: int) -> float:
     """Forward/backward every micro-batch of the group, then one clipped AdamW step; returns the group's loss."""
     group_pairs = sum(len(b) for b in group)
     group_loss = torch.zeros((), device=device)
-    for micro in group:
+    for index, micro in enumerate(group):
         batch = {k: v.to(device, non_blocking=True) for k, v in collate_pairs(micro, pad_id).items()}
-        with autocast(device, config.precision):
-            # Both sides in one forward pass: one set of kernel launches, same padding width.
-            r = rewards(model, batch["input_ids"], batch["attention_mask"])
-        n = len(micro)
-        # Each micro-batch's mean is scaled so that the group's gradient is the mean over all its pairs.
-        loss = bradley_terry_loss(r[:n], r[n:], batch["target"], batch["weight"]) * (n / group_pairs)
-        loss.backward()
+        # Under DDP, gradients are averaged across processes once per group, on its last backward.
+        sync = world == 1 or index == len(group) - 1
+        with contextlib.nullcontext() if sync else net.no_sync():
+            with autocast(device, config.precision):
+                # Both sides in one forward pass: one set of kernel launches, same padding width.
+                r = rewards(net, batch["input_ids"], batch["attention_mask"])
+            n = len(micro)
+            # Each micro-batch's mean is scaled so that the group's gradient is the mean over all its pairs.
+            loss = bradley_terry_loss(r[:n], r[n:], batch["target"], batch["weight"]) * (n / group_pairs)
+            loss.backward()
         group_loss += loss.detach()
     if config.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    if world > 1:
+        dist.all_reduce(group_loss, op=dist.ReduceOp.AVG)
     return group_loss.item()
 
 
-def _adamw(model, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def _process_group() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless a launcher such as torchrun started several processes and the caller
+    initialised torch.distributed (the CLI does)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device_for(name: str, world: int) -> torch.device:
+    device = resolve_device(name)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _stop_requested(should_stop, rank: int, world: int, device) -> bool:
+    asked = bool(should_stop is not None and rank == 0 and should_stop())
+    if world == 1:
+        return asked
+    # Rank 0 decides for everyone: a rank that stopped alone would leave the others waiting in all_reduce.
+    flag = torch.tensor([1.0 if asked else 0.0], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def _adamw(model, config: TrainConfig) -> torch.optim.Optimizer:
     # Biases and norm gains (the 1-D tensors) are not decayed: shrinking them toward 0 is not regularisation.
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [

@@ -285,6 +285,20 @@ def test_it_matches_rows_that_were_not_made_by_an_import(project):
 
 
 @pytest.mark.django_db
+def test_rows_made_after_an_import_get_fresh_ids(project):
+    # The importer allocates ids itself; the tables' own counters must move past them.
+    ComparisonFactory(prompt__project=project)
+    import_pairs(project_slug="demo", lines=jsonl(pair(1), pair(2)))
+    Prompt.objects.filter(content_hash=sha256_json([{"role": "user", "content": "Question 2?"}])).delete()
+
+    later = ComparisonFactory(prompt__project=project)
+
+    assert later.prompt_id > max(Prompt.objects.exclude(pk=later.prompt_id).values_list("pk", flat=True))
+    assert later.pk > max(Comparison.objects.exclude(pk=later.pk).values_list("pk", flat=True))
+    assert import_pairs(project_slug="demo", lines=jsonl(pair(2))).comparisons_created == 1
+
+
+@pytest.mark.django_db
 def test_it_reads_bytes_with_a_byte_order_mark_and_crlf_endings(project):
     lines = [("\ufeff" + json.dumps(pair(1)) + "\r\n").encode(), (json.dumps(pair(2, prompt="Ça va?")) + "\r\n").encode()]
 
@@ -320,6 +334,10 @@ MALFORMED = [
     ('{"prompt": "Q", "response_a": "x", "response_b": "y", "model_a": 5}', "'model_a' must be a string"),
     ('{"prompt": "Q", "response_a": "x\\u0000", "response_b": "y"}', "'response_a' contains a NUL character"),
     ('{"prompt": "Q", "response_a": "\\ud800", "response_b": "y"}', "invalid Unicode"),
+    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "metadata": {"k": ["\\u0000"]}}',
+     "'metadata' contains a NUL character"),
+    ('{"prompt": [{"role": "user", "content": "\\udfff"}], "response_a": "x", "response_b": "y"}',
+     "prompt turn 1 contains invalid Unicode"),
     ('{"prompt": "Q", "response_a": "x", "response_b": "y", "metadata": {"score": NaN}}', "NaN is not allowed"),
     ('{"chosen": "\\n\\nHuman: Q\\n\\nAssistant: a", "rejected": "\\n\\nHuman: Q\\n\\nAssistant: b"}',
      "this is a hh line but the file is pairs; formats cannot be mixed"),
@@ -377,6 +395,8 @@ HH_MALFORMED = [
     ('{"chosen": "\\n\\nAssistant: a", "rejected": "\\n\\nAssistant: b"}', "no Human turn before the final"),
     ('{"chosen": "\\n\\nHuman: \\n\\nAssistant: a", "rejected": "\\n\\nHuman: \\n\\nAssistant: b"}',
      "an empty Human turn in the prompt"),
+    ('{"chosen": "\\n\\nHuman: Q\\u0000\\n\\nAssistant: a", "rejected": "\\n\\nHuman: Q\\n\\nAssistant: b"}',
+     "the chosen dialogue contains a NUL character"),
 ]
 
 

@@ -1,6 +1,7 @@
 """Refreshing which pairs raters see next: the scoring functions on synthetic
 rewards, the ordering with its exploration share, and the database refresh."""
 
+import doctest
 import itertools
 import math
 
@@ -148,6 +149,10 @@ def test_it_places_new_candidates_only_up_to_the_budget():
         assert set(order[~new[order]].tolist()) == {1, 4}
     order, _ = queue_order(scores, exploration_share=0.0, rng=np.random.default_rng(7), new=new, budget=2)
     assert order.tolist() == [0, 1, 2, 4]
+
+
+def test_it_keeps_the_docstring_examples_true():
+    assert doctest.testmod(acquisition).failed == 0
 
 
 def test_it_ranks_unscored_candidates_last():

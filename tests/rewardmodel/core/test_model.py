@@ -1,0 +1,77 @@
+import pytest
+import torch
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from rewardmodel.core.data import pad_sequences
+from rewardmodel.core.model import first_token_only_last_layer, load_backbone, rewards
+
+
+def padded_batch(vocab_size: int):
+    generator = torch.Generator().manual_seed(0)
+    lengths = [12, 7, 3, 12, 9]
+    sequences = [[2, *torch.randint(5, vocab_size, (n - 2,), generator=generator).tolist(), 3] for n in lengths]
+    return pad_sequences(sequences, pad_id=0)
+
+
+def test_the_first_token_shortcut_gives_the_same_rewards_and_gradients(tiny_backbone):
+    model, _ = load_backbone(tiny_backbone)
+    input_ids, attention_mask = padded_batch(model.config.vocab_size)
+
+    def rewards_and_gradients(shortcut: bool):
+        model.zero_grad()
+        if shortcut:
+            with first_token_only_last_layer(model):
+                r = rewards(model, input_ids, attention_mask)
+        else:
+            r = rewards(model, input_ids, attention_mask)
+        (r * torch.arange(1.0, 6.0)).sum().backward()
+        return r.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, plain_grads = rewards_and_gradients(shortcut=False)
+    short, short_grads = rewards_and_gradients(shortcut=True)
+
+    torch.testing.assert_close(short, plain, rtol=0, atol=1e-6)
+    assert plain_grads.keys() == short_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(short_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_shortcut_ends_with_its_block(tiny_backbone):
+    model, _ = load_backbone(tiny_backbone)
+    last = model.bert.encoder.layer[-1]
+
+    with first_token_only_last_layer(model):
+        assert "forward" in vars(last)
+    assert "forward" not in vars(last)
+    input_ids, attention_mask = padded_batch(model.config.vocab_size)
+    assert model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.shape[1] == 12
+
+
+def test_other_architectures_run_unchanged():
+    model = GPT2ForSequenceClassification(
+        GPT2Config(
+            vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32, num_labels=1,
+            pad_token_id=0, bos_token_id=1, eos_token_id=1,
+        )
+    ).eval()
+    input_ids, attention_mask = padded_batch(50)
+
+    with first_token_only_last_layer(model):
+        inside = rewards(model, input_ids, attention_mask)
+
+    assert torch.equal(inside, rewards(model, input_ids, attention_mask))
+
+
+def test_loading_a_backbone_sets_one_label_a_pad_token_and_no_dropout(tiny_backbone, caplog):
+    with caplog.at_level("INFO", logger="rewardmodel.core.model"):
+        model, tokenizer = load_backbone(tiny_backbone)
+
+    assert model.config.num_labels == 1
+    assert model.config.pad_token_id == tokenizer.pad_token_id == 0
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert "LOAD REPORT" not in caplog.text
+
+
+def test_a_missing_backbone_is_a_clear_error(tmp_path):
+    with pytest.raises(OSError):
+        load_backbone(str(tmp_path / "nowhere"))
