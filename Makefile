@@ -6,7 +6,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test setup setup-test migrate demo chromium serve lint bench-import
+.PHONY: run test setup setup-test migrate demo chromium lint bench-import bench-refresh bench-rm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,11 @@ lint: setup-test
 
 bench-import: setup
 	$(BIN)/python benchmarks/import_pairs.py
+
+bench-refresh: setup
+	$(BIN)/python benchmarks/refresh_pairs.py
+
+# The reward-model trainer against TRL's RewardTrainer (installs TRL into the venv).
+bench-rm: setup
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python benchmarks/rm_training.py

@@ -177,7 +177,9 @@ def _train_trl(config, train_examples, device):
             max_length=config.max_length,  # every pair already fits, so none is dropped (checked below)
             disable_dropout=config.disable_dropout,
             bf16=on_cuda,  # RewardConfig's default is bf16=True even on CPU; ours runs fp32 there
-            gradient_checkpointing=False,  # RewardConfig's default is True; ours never recomputes activations
+            # RewardConfig defaults gradient checkpointing (now "activation checkpointing") to on; ours never
+            # recomputes activations.
+            activation_checkpointing=False,
             use_cpu=not on_cuda,
             report_to="none",
             save_strategy="no",

@@ -270,6 +270,14 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
 # The longest training we expect; Redis redelivers an unacknowledged task after
 # its visibility timeout, which must therefore be longer (PITFALLS.md).
 REWARD_MODEL_MAX_TRAINING_SECONDS = env_int("REWARD_MODEL_MAX_TRAINING_SECONDS", 4 * 3600)
+# Redis transport options. A rater's request must never hang on a broker that
+# is down: one connection attempt (max_retries 0), short socket timeouts.
+REDIS_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": REWARD_MODEL_MAX_TRAINING_SECONDS + 3600,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "max_retries": 0,
+}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
@@ -283,13 +291,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "polling_interval": 0.5,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": REWARD_MODEL_MAX_TRAINING_SECONDS + 3600,
-        # A rater's request must never hang on a broker that is down.
-        "socket_connect_timeout": 2,
-        "socket_timeout": 5,
-        "max_retries": 0,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = REDIS_BROKER_TRANSPORT_OPTIONS
 CELERY_TASK_IGNORE_RESULT = True  # status lives on RewardModelVersion rows
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -27,6 +27,7 @@ class ImportPairsForm(forms.Form):
     project = forms.SlugField(
         max_length=Project._meta.get_field("slug").max_length,
         help_text="Slug of an existing project, or of a new one to create.",
+        widget=forms.TextInput(attrs={"list": "project-slugs"}),  # the page lists the existing slugs
     )
     name = forms.CharField(
         required=False, max_length=Project._meta.get_field("name").max_length, help_text="Name of a new project."
@@ -56,7 +57,8 @@ class ProjectAdmin(admin.ModelAdmin):
     @admin.display(description="")
     def links(self, project):
         return format_html(
-            '<a href="{}">Comparisons</a> · <a href="{}">Judgments</a> · Export <a href="{}">TRL</a> / <a href="{}">raw</a>',
+            '<a href="{}">Comparisons</a> · <a href="{}">Judgments</a> · '
+            'Export <a href="{}">TRL</a> / <a href="{}">raw</a>',
             reverse("admin:labeling_comparison_changelist") + f"?project__id__exact={project.pk}",
             reverse("admin:labeling_judgment_changelist") + f"?project__id__exact={project.pk}",
             reverse("admin:labeling_project_export", args=[project.pk, "trl"]),
@@ -76,7 +78,9 @@ class ProjectAdmin(admin.ModelAdmin):
     def import_view(self, request):
         if not request.user.has_perm("labeling.add_comparison"):
             raise PermissionDenied
-        form = ImportPairsForm(request.POST or None, request.FILES or None, initial={"project": request.GET.get("project")})
+        form = ImportPairsForm(
+            request.POST or None, request.FILES or None, initial={"project": request.GET.get("project")}
+        )
         if request.method == "POST" and form.is_valid():
             try:
                 # The upload is read line by line (from memory or a temporary file).

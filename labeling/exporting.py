@@ -42,7 +42,7 @@ raw  One line per judgment, every field, for analysis:
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from django.db.models import Count, Q, Sum
 from django.utils.crypto import salted_hmac
@@ -51,6 +51,7 @@ from labeling.models import Comparison, Judgment, Project
 
 FORMATS = ("trl", "raw")
 _CHUNK_SIZE = 2000  # rows per database round trip while streaming
+_TEXTS_CHUNK = 900  # comparison ids per IN (...): under SQLite's historical 999-parameter limit
 _PSEUDONYM_SALT = "labeling.exporting.rater"
 
 
@@ -107,57 +108,88 @@ def _lines(*, project: Project, format: str, result: ExportResult) -> Iterator[s
         raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(FORMATS)}.")
 
 
+class _Votes(NamedTuple):
+    n: int
+    a: int
+    b: int
+    ties: int
+    both_bad: int
+    strength_a: int
+    strength_b: int
+
+
 def _trl_lines(project: Project, result: ExportResult) -> Iterator[str]:
-    # One grouped query: the vote counts of every comparison come with its texts.
-    outcome = "judgments__outcome"
-    comparisons = (
-        Comparison.objects.filter(project=project)
-        .select_related("prompt", "response_a", "response_b")
+    # Votes are counted in one grouped query over the judgments alone (texts
+    # carried through a GROUP BY would be sorted with it, on disk); the texts
+    # of the decisive comparisons are then read a chunk at a time.
+    outcome = Judgment.Outcome
+    votes = (
+        Judgment.objects.filter(project=project)
+        .values("comparison_id")
         .annotate(
-            n=Count("judgments"),
-            votes_a=Count("judgments", filter=Q(**{outcome: Judgment.Outcome.A})),
-            votes_b=Count("judgments", filter=Q(**{outcome: Judgment.Outcome.B})),
-            ties=Count("judgments", filter=Q(**{outcome: Judgment.Outcome.TIE})),
-            both_bad=Count("judgments", filter=Q(**{outcome: Judgment.Outcome.BOTH_BAD})),
-            strength_a=Sum("judgments__strength", filter=Q(**{outcome: Judgment.Outcome.A}), default=0),
-            strength_b=Sum("judgments__strength", filter=Q(**{outcome: Judgment.Outcome.B}), default=0),
+            n=Count("pk"),
+            a=Count("pk", filter=Q(outcome=outcome.A)),
+            b=Count("pk", filter=Q(outcome=outcome.B)),
+            ties=Count("pk", filter=Q(outcome=outcome.TIE)),
+            both_bad=Count("pk", filter=Q(outcome=outcome.BOTH_BAD)),
+            strength_a=Sum("strength", filter=Q(outcome=outcome.A), default=0),
+            strength_b=Sum("strength", filter=Q(outcome=outcome.B), default=0),
         )
-        .order_by("pk")
+        .order_by("comparison_id")
+        .values_list("comparison_id", "n", "a", "b", "ties", "both_bad", "strength_a", "strength_b")
     )
-    for c in comparisons.iterator(chunk_size=_CHUNK_SIZE):
-        winner = _decisive_side(c)
+    judged, decisive = 0, []
+    for comparison_id, *counts in votes.iterator(chunk_size=_CHUNK_SIZE):
+        judged += 1
+        v = _Votes(*counts)
+        winner = _decisive_side(v)
         if winner is None:
-            reason = _exclusion_reason(c)
+            reason = _exclusion_reason(v)
             setattr(result, reason, getattr(result, reason) + 1)
             continue
-        chosen, rejected = (c.response_a, c.response_b) if winner == "a" else (c.response_b, c.response_a)
-        signed = c.strength_a - c.strength_b if winner == "a" else c.strength_b - c.strength_a
+        signed = v.strength_a - v.strength_b if winner == "a" else v.strength_b - v.strength_a
+        decisive.append((comparison_id, winner, round(signed / v.n, 6)))
+        if len(decisive) == _TEXTS_CHUNK:
+            yield from _trl_chunk(decisive, result)
+            decisive = []
+    yield from _trl_chunk(decisive, result)
+    result.no_judgments = Comparison.objects.filter(project=project).count() - judged
+
+
+def _trl_chunk(decisive: list[tuple[int, str, float]], result: ExportResult) -> Iterator[str]:
+    texts = {
+        pk: (conversation, text_a, text_b)
+        for pk, conversation, text_a, text_b in Comparison.objects.filter(pk__in=[d[0] for d in decisive]).values_list(
+            "pk", "prompt__conversation", "response_a__text", "response_b__text"
+        )
+    }
+    for comparison_id, winner, margin in decisive:
+        conversation, text_a, text_b = texts[comparison_id]
+        chosen, rejected = (text_a, text_b) if winner == "a" else (text_b, text_a)
         result.written += 1
         yield _json_line(
             {
-                "prompt": c.prompt.conversation,
-                "chosen": [{"role": "assistant", "content": chosen.text}],
-                "rejected": [{"role": "assistant", "content": rejected.text}],
-                "margin": round(signed / c.n, 6),
-                "comparison_id": c.pk,
+                "prompt": conversation,
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "margin": margin,
+                "comparison_id": comparison_id,
             }
         )
 
 
-def _decisive_side(c) -> str | None:
-    if c.votes_a * 2 > c.n and c.strength_a > c.strength_b:
+def _decisive_side(v: _Votes) -> str | None:
+    if v.a * 2 > v.n and v.strength_a > v.strength_b:
         return "a"
-    if c.votes_b * 2 > c.n and c.strength_b > c.strength_a:
+    if v.b * 2 > v.n and v.strength_b > v.strength_a:
         return "b"
     return None
 
 
-def _exclusion_reason(c) -> str:
-    if c.n == 0:
-        return "no_judgments"
-    if c.votes_a and c.votes_b:
+def _exclusion_reason(v: _Votes) -> str:
+    if v.a and v.b:
         return "split"
-    return "both_bad" if c.both_bad >= c.ties else "ties"
+    return "both_bad" if v.both_bad >= v.ties else "ties"
 
 
 def _raw_lines(project: Project, result: ExportResult) -> Iterator[str]:

@@ -134,6 +134,32 @@ def import_pairs(
     return _write(plan, project_slug=project_slug, project_name=project_name or project_slug)
 
 
+@dataclass(frozen=True)
+class LabeledPair:
+    conversation: list[dict]
+    response_a: str
+    response_b: str
+    label: str  # "a", "b", "tie", or "" when the line has none
+
+
+def parse_labeled_pairs(lines: Iterable[str | bytes], *, format: str | None = None) -> list[LabeledPair]:
+    """The pairs in a file with their labels, checked exactly as import_pairs checks them, with
+    no database access: for scoring a model on held-out data. Duplicate pairs appear once; an hh
+    pair's A/B order is the one import_pairs would store. Raises ImportFileError."""
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"Unknown format {format!r}; expected one of {', '.join(FORMATS)}.")
+    plan = _parse(lines, format=format, cap=settings.LABELING_MAX_PAIRS_PER_PROMPT)
+    return [
+        LabeledPair(
+            conversation=plan.prompts[c.prompt_hash].conversation,
+            response_a=plan.responses[(c.prompt_hash, c.a_hash)].text,
+            response_b=plan.responses[(c.prompt_hash, c.b_hash)].text,
+            label=c.label,
+        )
+        for c in plan.comparisons.values()
+    ]
+
+
 # --- Parsing: no database access below this line until _write. ---
 
 

@@ -37,7 +37,7 @@ def lock_ttl() -> timedelta:
 # A task delivered this many times without finishing (its worker died each
 # time: out of memory, a driver crash) is a poison task: stop redelivering it.
 MAX_ATTEMPTS = 3
-MIN_TRAIN_PAIRS = 4
+MIN_TRAIN_PAIRS = 2
 
 
 class TrainingSkipped(Exception):
@@ -275,8 +275,10 @@ def _run_steps(version: RewardModelVersion, *, owner: str, include_reference_lab
     except OperationalError:
         raise  # the database went away: transient, the task retries
     except TrainingSkipped as skipped:
-        _fail(version, str(skipped), durations)
-        return RetrainOutcome("skipped", version, str(skipped))
+        # Nothing was trained: no version to show, just the reason, logged.
+        log.info("retrain of %s skipped: %s", project.slug, skipped)
+        version.delete()
+        return RetrainOutcome("skipped", None, str(skipped))
     except Exception as error:
         log.exception("training %s failed", version)
         _fail(version, _plain_error(error), durations)

@@ -40,7 +40,7 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: t
     differently each epoch, and shuffling whole batches keeps the order of lengths from becoming a curriculum.
 
     >>> length_grouped_batches([5, 1, 4, 2, 3], batch_size=2, generator=torch.Generator().manual_seed(0))
-    [[3, 4], [2, 0], [1]]
+    [[4, 2], [0], [1, 3]]
     """
     order = torch.randperm(len(lengths), generator=generator).tolist()
     order.sort(key=lambda i: lengths[i])

@@ -16,11 +16,11 @@ from .scoring import score_encoded
 ECE_BINS = 10
 
 
-def evaluate(model, tokenizer, examples: Sequence[PreferenceExample], config: TrainConfig) -> dict[str, float]:
+def evaluate(model, tokenizer, examples: Sequence[PreferenceExample], config: TrainConfig) -> dict[str, float | None]:
     """{"accuracy", "log_loss", "ece", "n"} on held-out pairs (unweighted: every pair counts once).
 
     - accuracy: share of non-tie pairs where the model ranks the preferred response higher (a zero margin
-      counts as half right); ties have no right answer and are left out of it.
+      counts as half right); ties have no right answer and are left out of it (None when all pairs are ties).
     - log_loss: mean soft-target BT loss over all pairs, ties included; log 2 = 0.693 is a coin flip.
     - ece: expected calibration error of p = sigma(r_a - r_b), see expected_calibration_error.
     """
@@ -39,10 +39,10 @@ def evaluate(model, tokenizer, examples: Sequence[PreferenceExample], config: Tr
     }
 
 
-def pairwise_accuracy(margin: torch.Tensor, target: torch.Tensor) -> float:
+def pairwise_accuracy(margin: torch.Tensor, target: torch.Tensor) -> float | None:
     decided = target != 0.5
     if not decided.any():
-        return float("nan")
+        return None  # not NaN: the metrics go into JSON columns, and PostgreSQL's jsonb refuses NaN
     agree = torch.sign(margin[decided]) * torch.sign(target[decided] - 0.5)
     # sign() of a zero margin is 0: half right, like a coin flip.
     return ((agree + 1) / 2).mean().item()

@@ -46,7 +46,7 @@ class TrainResult:
     model: Any  # the trained transformers model, in eval mode, on the training device
     tokenizer: Any
     config: TrainConfig
-    # {"train": {loss, steps, pairs, seconds, pairs_per_second}, "eval": evaluate()'s dict when eval pairs were given}
+    # {"train": {loss, steps, pairs, seconds, pairs_per_second, processes}, "eval": evaluate()'s dict if asked for}
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)  # the loss of every optimizer step, in order
 
@@ -73,7 +73,9 @@ def train(
     # Loaded after seeding: the new reward head's random init is part of what the seed fixes (on every rank).
     model, tokenizer = load_backbone(config.backbone, disable_dropout=config.disable_dropout)
     model.to(device).train()
-    net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net = (
+        model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    )
     pairs = encode_pairs(SequenceEncoder(tokenizer, config.max_length), train_examples)
 
     batches_per_rank = math.ceil(len(pairs) / config.batch_size) // world

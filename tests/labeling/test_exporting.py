@@ -160,7 +160,7 @@ def test_exports_read_the_database_in_a_constant_number_of_queries(
         for rater in raters:
             judge(comparison, rater, A, 2)
 
-    with django_assert_max_num_queries(2):
+    with django_assert_max_num_queries(3):
         lines, result = export(project, format)
 
     assert result.written == len(lines) == (30 if format == "trl" else 90)

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
-from labeling.importing import ImportFileError, import_pairs, spread_pairs
+from labeling.importing import ImportFileError, LabeledPair, import_pairs, parse_labeled_pairs, spread_pairs
 from labeling.models import Comparison, Project, Prompt, Response
 from tests.factories import ComparisonFactory, sha256_json
 
@@ -139,7 +139,10 @@ def test_it_keeps_inline_speaker_names_as_text_and_merges_a_split_assistant_repl
     # Both quirks of the real data: "Human:" inside a turn (no blank line before
     # it), and a final reply that itself contains "\n\nAssistant:".
     prefix = hh("Tell me a story.", "Once upon a time.  Human: go on", "And then?")
-    line = {"chosen": prefix + "\n\nAssistant: They left.\n\nAssistant: The end.", "rejected": prefix + "\n\nAssistant: No."}
+    line = {
+        "chosen": prefix + "\n\nAssistant: They left.\n\nAssistant: The end.",
+        "rejected": prefix + "\n\nAssistant: No.",
+    }
 
     import_pairs(project_slug="demo", lines=jsonl(line))
 
@@ -300,7 +303,10 @@ def test_rows_made_after_an_import_get_fresh_ids(project):
 
 @pytest.mark.django_db
 def test_it_reads_bytes_with_a_byte_order_mark_and_crlf_endings(project):
-    lines = [("\ufeff" + json.dumps(pair(1)) + "\r\n").encode(), (json.dumps(pair(2, prompt="Ça va?")) + "\r\n").encode()]
+    lines = [
+        ("\ufeff" + json.dumps(pair(1)) + "\r\n").encode(),
+        (json.dumps(pair(2, prompt="Ça va?")) + "\r\n").encode(),
+    ]
 
     result = import_pairs(project_slug="demo", lines=lines)
 
@@ -488,6 +494,39 @@ def test_it_imports_the_real_hh_harmless_dev_file():
 
 
 @pytest.mark.django_db
+def test_labeled_pairs_are_parsed_without_touching_the_database(django_assert_num_queries):
+    lines = jsonl(
+        {"chosen": hh("Q", "good"), "rejected": hh("Q", "bad")},
+        {"chosen": hh("Q", "good"), "rejected": hh("Q", "bad")},
+    )
+
+    with django_assert_num_queries(0):
+        (pair_,) = parse_labeled_pairs(lines)
+
+    assert pair_.conversation == [{"role": "user", "content": "Q"}]
+    chosen = pair_.response_a if pair_.label == "a" else pair_.response_b
+    assert chosen == "good"
+    assert {pair_.response_a, pair_.response_b} == {"good", "bad"}
+    assert parse_labeled_pairs(jsonl(pair(1, label="tie"), pair(2)), format="pairs") == [
+        LabeledPair([{"role": "user", "content": "Question 1?"}], "Answer 1 A.", "Answer 1 B.", "tie"),
+        LabeledPair([{"role": "user", "content": "Question 2?"}], "Answer 2 A.", "Answer 2 B.", ""),
+    ]
+    with pytest.raises(ImportFileError, match="^line 1: "):
+        parse_labeled_pairs(["{"])
+
+
+@pytest.mark.django_db
+def test_labeled_pairs_put_hh_replies_in_the_order_the_import_stores(project):
+    lines = jsonl(*({"chosen": hh(f"Q{n}", f"good {n}"), "rejected": hh(f"Q{n}", f"bad {n}")} for n in range(10)))
+
+    parsed = {(p.response_a, p.response_b, p.label) for p in parse_labeled_pairs(lines)}
+    import_pairs(project_slug="demo", lines=lines)
+
+    stored = set(Comparison.objects.values_list("response_a__text", "response_b__text", "reference_label"))
+    assert parsed == stored
+
+
+@pytest.mark.django_db
 def test_the_command_imports_a_file_and_prints_a_summary(tmp_path, capsys):
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(jsonl(pair(1), pair(2))))
@@ -506,7 +545,10 @@ def test_the_command_imports_a_file_and_prints_a_summary(tmp_path, capsys):
 @pytest.mark.django_db
 def test_the_command_reads_gzip_and_reports_skipped_lines(tmp_path, capsys):
     path = tmp_path / "hh.jsonl.gz"
-    lines = jsonl({"chosen": hh("Q", "yes"), "rejected": hh("Q", "no")}, {"chosen": hh("Q2", ""), "rejected": hh("Q2", "x")})
+    lines = jsonl(
+        {"chosen": hh("Q", "yes"), "rejected": hh("Q", "no")},
+        {"chosen": hh("Q2", ""), "rejected": hh("Q2", "x")},
+    )
     path.write_bytes(gzip.compress("".join(lines).encode()))
 
     call_command("import_pairs", str(path), "--project", "hh", "--format", "hh")

@@ -79,7 +79,8 @@ def _drop_connection_pools():
 
 
 def redis_options():
-    return {"socket_connect_timeout": 1, "socket_timeout": 2, "visibility_timeout": 3600}
+    # Exactly what the web side uses in production.
+    return settings.REDIS_BROKER_TRANSPORT_OPTIONS
 
 
 def filesystem_options(folder: Path):
@@ -208,10 +209,13 @@ def judge_through_the_api(project, count):
 
 
 def assert_loop_closed(project, before, worker, version=1):
+    # Activation comes before the refresh step: wait for the whole run.
     wait_for(
-        lambda: RewardModelVersion.objects.filter(project=project, version=version, status="active").exists(),
+        lambda: RewardModelVersion.objects.filter(
+            project=project, version=version, status="active", finished_at__isnull=False
+        ).exists(),
         180,
-        f"version {version} to become active",
+        f"version {version} to become active and finish",
         worker,
     )
     active = RewardModelVersion.objects.get(project=project, status="active")
@@ -234,22 +238,22 @@ def assert_loop_closed(project, before, worker, version=1):
 
 @needs_redis
 def test_the_loop_closes_with_redis_and_a_real_worker(worker_env, workers, clean_redis):
-    project = labeling_project(retrain_every=10)
+    project = labeling_project(retrain_every=16)
     before = dict(Comparison.objects.filter(project=project).values_list("pk", "priority"))
     worker = workers({**worker_env, "REDIS_URL": REDIS_URL})
     with broker(REDIS_URL, redis_options()):
-        judge_through_the_api(project, 10)
+        judge_through_the_api(project, 16)
         assert_loop_closed(project, before, worker)
     assert RewardModelVersion.objects.filter(project=project).count() == 1
 
 
 def test_the_loop_closes_with_the_embedded_broker(worker_env, workers, tmp_path):
-    project = labeling_project(retrain_every=10)
+    project = labeling_project(retrain_every=16)
     before = dict(Comparison.objects.filter(project=project).values_list("pk", "priority"))
     folder = Path(worker_env["VAR_DIR"]) / "broker"
     with broker("filesystem://", filesystem_options(folder)):
         worker = workers(worker_env)  # no REDIS_URL: settings pick the filesystem broker under VAR_DIR
-        judge_through_the_api(project, 10)
+        judge_through_the_api(project, 16)
         assert_loop_closed(project, before, worker)
 
 
@@ -261,7 +265,10 @@ def test_a_worker_killed_mid_training_leaves_the_previous_version_serving(worker
         worker = workers(env)
         judge_through_the_api(project, 12)
         request_retrain(project_id=project.pk, reason="manual")
-        wait_for(lambda: RewardModelVersion.objects.filter(project=project, status="active").exists(), 180, "v1", worker)
+        wait_for(
+            lambda: RewardModelVersion.objects.filter(project=project, status="active", finished_at__isnull=False).exists(),
+            180, "v1", worker,
+        )
         worker.stop()
 
         # A long training for v2, killed half-way.
@@ -284,7 +291,10 @@ def test_a_worker_killed_mid_training_leaves_the_previous_version_serving(worker
         time.sleep(3.5)  # the lease (REWARD_MODEL_LOCK_TTL_SECONDS=3) must run out: that is the point
         with override_lock_ttl(settings, 3):
             assert reconcile() >= 1
-        wait_for(lambda: RewardModelVersion.objects.filter(project=project, version=2, status="active").exists(), 180, "v2 active", worker)
+        wait_for(
+            lambda: RewardModelVersion.objects.filter(project=project, version=2, status="active", finished_at__isnull=False).exists(),
+            180, "v2 active", worker,
+        )
     v2.refresh_from_db()
     assert v2.attempts == 2
     # One trigger, one version: the retry adopted v2 instead of making v3.
@@ -303,11 +313,11 @@ def override_lock_ttl(settings, seconds):
 
 @needs_redis
 def test_a_broker_that_is_down_never_reaches_the_rater_and_the_retrain_happens_later(worker_env, workers, clean_redis):
-    project = labeling_project(retrain_every=6)
+    project = labeling_project(retrain_every=14)
     with broker(CLOSED_PORT_URL, redis_options()):
-        timings = judge_through_the_api(project, 8)
+        timings = judge_through_the_api(project, 16)
     assert max(timings) < 1.0, timings
-    assert Judgment.objects.filter(project=project).count() == 8
+    assert Judgment.objects.filter(project=project).count() == 16
     loop = ProjectLoop.objects.get(project=project)
     assert loop.retrain_pending and loop.enqueued_at is None and loop.enqueue_error
     assert not RewardModelVersion.objects.filter(project=project).exists()
@@ -316,5 +326,8 @@ def test_a_broker_that_is_down_never_reaches_the_rater_and_the_retrain_happens_l
     with broker(REDIS_URL, redis_options()):
         worker = workers({**worker_env, "REDIS_URL": REDIS_URL})
         assert reconcile() == 1
-        wait_for(lambda: RewardModelVersion.objects.filter(project=project, status="active").exists(), 180, "the missed retrain", worker)
+        wait_for(
+            lambda: RewardModelVersion.objects.filter(project=project, status="active", finished_at__isnull=False).exists(),
+            180, "the missed retrain", worker,
+        )
     assert RewardModelVersion.objects.filter(project=project).count() == 1

@@ -92,7 +92,8 @@ def test_a_worse_version_is_not_activated(project, tiny_training):
 def test_too_little_data_is_said_plainly(project, tiny_training):
     outcome = retrain(project)
     assert outcome.status == "skipped"
-    assert "at least" in RewardModelVersion.objects.get(project=project).error
+    assert "at least" in outcome.detail
+    assert not RewardModelVersion.objects.exists()
 
 
 def test_only_one_owner_holds_the_training_slot(project):

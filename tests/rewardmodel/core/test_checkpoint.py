@@ -64,7 +64,9 @@ def test_it_refuses_a_corrupted_weights_file(saved):
     data[-10] ^= 0xFF
     weights.write_bytes(bytes(data))
 
-    with pytest.raises(CheckpointError, match=r"model\.safetensors does not match the sha256 .* corrupt or was tampered"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors does not match the sha256 .* corrupt or was tampered"
+    ):
         load_checkpoint(saved)
 
 
@@ -110,9 +112,7 @@ def test_it_refuses_a_folder_without_metadata(tmp_path, trained):
 
 def test_it_never_overwrites_a_version(saved, trained):
     with pytest.raises(FileExistsError, match="already exists"):
-        save_checkpoint(
-            saved.parent.parent, "demo", 1, trained.model, trained.tokenizer, trained.config, {}, {}
-        )
+        save_checkpoint(saved.parent.parent, "demo", 1, trained.model, trained.tokenizer, trained.config, {}, {})
 
 
 def test_a_failed_save_leaves_no_folder_behind(trained, tmp_path):

@@ -27,11 +27,44 @@ def test_two_processes_train_like_one_that_accumulates_two_batches(tiny_config, 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
 
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "rewardmodel.core", "train", str(data), "--project", "demo", "--version", "1",
-         "--model-root", str(tmp_path / "models"), "--backbone", tiny_config.backbone, "--max-length", "48",
-         "--batch-size", "8", "--learning-rate", "1e-3", "--warmup-ratio", "0", "--epochs", "2", "--device", "cpu"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=240, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "rewardmodel.core",
+            "train",
+            str(data),
+            "--project",
+            "demo",
+            "--version",
+            "1",
+            "--model-root",
+            str(tmp_path / "models"),
+            "--backbone",
+            tiny_config.backbone,
+            "--max-length",
+            "48",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "1e-3",
+            "--warmup-ratio",
+            "0",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=240,
+        check=False,
     )
 
     assert run.returncode == 0, run.stderr[-3000:]
@@ -46,4 +79,6 @@ def test_two_processes_train_like_one_that_accumulates_two_batches(tiny_config, 
     assert distributed["train"]["steps"] == single.metrics["train"]["steps"] == 8
     assert distributed["train"]["loss"] == pytest.approx(single.metrics["train"]["loss"], rel=1e-4)
     items = [(e.conversation, e.response_a) for e in held_out]
-    assert score(model, tokenizer, items, config) == pytest.approx(score(single.model, single.tokenizer, items, config), abs=1e-4)
+    assert score(model, tokenizer, items, config) == pytest.approx(
+        score(single.model, single.tokenizer, items, config), abs=1e-4
+    )

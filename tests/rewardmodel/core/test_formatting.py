@@ -71,4 +71,17 @@ def test_it_uses_the_chat_template_when_the_tokenizer_has_one(tokenizer):
     (ids,) = SequenceEncoder(tokenizer, max_length=12).encode([(conversation, "sure marker")])
 
     # The template supplies all markup, so no [CLS]/[SEP] are added; the response and its end-of-turn survive.
-    assert words(tokenizer, ids) == ["green", ".", "user", ":", "why", "cats", ".", "assistant", ":", "sure", "marker", "."]
+    assert words(tokenizer, ids) == [
+        "green",
+        ".",
+        "user",
+        ":",
+        "why",
+        "cats",
+        ".",
+        "assistant",
+        ":",
+        "sure",
+        "marker",
+        ".",
+    ]

@@ -10,7 +10,9 @@ from .conftest import marker_pairs
 
 
 def hh_line(conversation: str, chosen: str, rejected: str) -> str:
-    return json.dumps({"chosen": conversation + "\n\nAssistant: " + chosen, "rejected": conversation + "\n\nAssistant: " + rejected})
+    return json.dumps(
+        {"chosen": conversation + "\n\nAssistant: " + chosen, "rejected": conversation + "\n\nAssistant: " + rejected}
+    )
 
 
 def test_it_reads_hh_transcripts_into_a_conversation_and_two_replies(tmp_path):
@@ -78,9 +80,26 @@ def test_the_command_line_trains_saves_and_evaluates(tiny_backbone, tmp_path, ca
     )
 
     code = main(
-        ["train", str(data), "--project", "demo", "--version", "3", "--model-root", str(tmp_path / "models"),
-         "--backbone", tiny_backbone, "--max-length", "48", "--learning-rate", "1e-3", "--epochs", "2",
-         "--device", "cpu"]
+        [
+            "train",
+            str(data),
+            "--project",
+            "demo",
+            "--version",
+            "3",
+            "--model-root",
+            str(tmp_path / "models"),
+            "--backbone",
+            tiny_backbone,
+            "--max-length",
+            "48",
+            "--learning-rate",
+            "1e-3",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+        ]
     )
 
     assert code == 0

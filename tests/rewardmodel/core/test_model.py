@@ -50,8 +50,15 @@ def test_the_shortcut_ends_with_its_block(tiny_backbone):
 def test_other_architectures_run_unchanged():
     model = GPT2ForSequenceClassification(
         GPT2Config(
-            vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32, num_labels=1,
-            pad_token_id=0, bos_token_id=1, eos_token_id=1,
+            vocab_size=50,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            n_positions=32,
+            num_labels=1,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=1,
         )
     ).eval()
     input_ids, attention_mask = padded_batch(50)

@@ -11,7 +11,9 @@ def test_it_returns_one_reward_per_item_in_the_order_given(tiny_config):
     items[3] = (items[3][0], "sure " * 30)  # one long item, sorted away from its neighbours
 
     together = score(model, tokenizer, items, tiny_config)
-    one_by_one = [score(model, tokenizer, [item], dataclasses.replace(tiny_config, eval_batch_size=1))[0] for item in items]
+    one_by_one = [
+        score(model, tokenizer, [item], dataclasses.replace(tiny_config, eval_batch_size=1))[0] for item in items
+    ]
 
     assert len(together) == len(items)
     assert all(abs(a - b) < 1e-5 for a, b in zip(together, one_by_one, strict=True))

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from rewardmodel.core import PreferenceExample, TrainingCancelled, evaluate, load_backbone, score, train
+from rewardmodel.core import TrainingCancelled, load_backbone, score, train
 from rewardmodel.core.data import length_grouped_batches
 
 from .conftest import marker_pairs
@@ -106,18 +106,6 @@ def test_length_grouped_batches_cover_every_pair_once_with_little_padding():
     random_order = torch.randperm(500, generator=torch.Generator().manual_seed(0)).tolist()
     padded_at_random = sum(max(lengths[i] for i in random_order[s : s + 16]) * 16 for s in range(0, 500, 16))
     assert padded < 1.05 * sum(lengths) < padded_at_random * 0.6
-
-
-def test_evaluate_reports_accuracy_log_loss_ece_and_n(tiny_config):
-    model, tokenizer = load_backbone(tiny_config.backbone)
-    tie = PreferenceExample([{"role": "user", "content": "hi"}], "sure", "no", target=0.5)
-
-    metrics = evaluate(model, tokenizer, [*marker_pairs(10), tie], tiny_config)
-
-    assert set(metrics) == {"accuracy", "log_loss", "ece", "n"}
-    assert metrics["n"] == 11
-    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["ece"] <= 0.5
-    assert metrics["log_loss"] == pytest.approx(0.693, abs=0.01)  # an untrained head is a coin flip
 
 
 def _mean_distance_from_half(scores):
