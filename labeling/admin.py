@@ -235,13 +235,9 @@ class ComparisonAdmin(admin.ModelAdmin):
         self.message_user(request, f"Reopened {opened + complete} comparisons.", messages.SUCCESS)
 
 
-@admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "rater", "project", "comparison_id", "state", "left", "issued_at", "expires_at"]
-    list_filter = ["state", "project"]
-    search_fields = ["rater__username", "=comparison__id"]
-    list_select_related = ["rater", "project"]
-    show_full_result_count = False
+class RecordAdmin(admin.ModelAdmin):
+    """What raters did is a record: nobody adds or edits it here. Superusers
+    may delete (so that deleting a project or comparison still works)."""
 
     def has_add_permission(self, request):
         return False
@@ -250,12 +246,21 @@ class AssignmentAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
-        # Superusers only, so that they can still delete a project or comparison (which deletes its leases).
         return request.user.is_superuser
 
 
+@admin.register(Assignment)
+class AssignmentAdmin(RecordAdmin):
+    list_display = ["id", "rater", "project", "comparison_id", "state", "left", "issued_at", "expires_at"]
+    list_filter = ["state", "project"]
+    search_fields = ["rater__username", "=comparison__id"]
+    list_select_related = ["rater", "project"]
+    show_full_result_count = False
+
+
+
 @admin.register(Judgment)
-class JudgmentAdmin(admin.ModelAdmin):
+class JudgmentAdmin(RecordAdmin):
     list_display = ["id", "rater", "project", "comparison_id", "outcome", "strength", "left", "time_spent_ms",
                     "created_at"]
     list_filter = ["outcome", "strength", "project", "left"]
@@ -263,14 +268,6 @@ class JudgmentAdmin(admin.ModelAdmin):
     list_select_related = ["rater", "project"]
     show_full_result_count = False
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return request.user.is_superuser
 
     def delete_model(self, request, obj):
         self.delete_queryset(request, Judgment.objects.filter(pk=obj.pk))

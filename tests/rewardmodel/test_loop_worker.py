@@ -17,17 +17,17 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-import kombu.pools
 import pytest
 from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from config.celery import app as celery_app
+from config.broker import filesystem_transport_options
 from labeling.models import Comparison, Judgment
 from rewardmodel.models import ProjectLoop, ResponseReward, RewardModelVersion
 from rewardmodel.reconcile import reconcile
 from rewardmodel.triggers import request_retrain
+from tests.brokers import use_broker
 from tests.factories import ProjectFactory
 from tests.rewardmodel.conftest import marker_project
 
@@ -56,44 +56,9 @@ def _database_url() -> str:
     return f"sqlite:///{db['NAME']}"
 
 
-@contextmanager
-def broker(url: str, transport_options: dict):
-    """Point this process's Celery app (the web side) at a broker."""
-    saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
-    celery_app.conf.broker_url = url
-    celery_app.conf.broker_transport_options = transport_options
-    _drop_connection_pools()
-    try:
-        yield
-    finally:
-        celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
-        _drop_connection_pools()
-
-
-def _drop_connection_pools():
-    # kombu keeps connection and producer pools in global registries keyed by
-    # connection; drop them so the next publish connects to the new broker.
-    kombu.pools.reset()
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-
-
 def redis_options():
     # Exactly what the web side uses in production.
     return settings.REDIS_BROKER_TRANSPORT_OPTIONS
-
-
-def filesystem_options(folder: Path):
-    for sub in ("queue", "processed", "control"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    return {
-        "data_folder_in": str(folder / "queue"),
-        "data_folder_out": str(folder / "queue"),
-        "processed_folder": str(folder / "processed"),
-        "control_folder": str(folder / "control"),
-        "store_processed": False,
-        "polling_interval": 0.2,
-    }
 
 
 class Worker:
@@ -208,16 +173,15 @@ def judge_through_the_api(project, count):
     return timings
 
 
+def finished(project, **filters):
+    """A callable: has the version run through every step (activation comes before the refresh)?"""
+    return lambda: RewardModelVersion.objects.filter(
+        project=project, status="active", finished_at__isnull=False, **filters
+    ).exists()
+
+
 def assert_loop_closed(project, before, worker, version=1):
-    # Activation comes before the refresh step: wait for the whole run.
-    wait_for(
-        lambda: RewardModelVersion.objects.filter(
-            project=project, version=version, status="active", finished_at__isnull=False
-        ).exists(),
-        180,
-        f"version {version} to become active and finish",
-        worker,
-    )
+    wait_for(finished(project, version=version), 180, f"version {version} to become active and finish", worker)
     active = RewardModelVersion.objects.get(project=project, status="active")
     assert ResponseReward.objects.filter(version=active).count() == 48
     assert active.metrics.get("train", {}).get("pairs", 0) > 0
@@ -241,7 +205,7 @@ def test_the_loop_closes_with_redis_and_a_real_worker(worker_env, workers, clean
     project = labeling_project(retrain_every=16)
     before = dict(Comparison.objects.filter(project=project).values_list("pk", "priority"))
     worker = workers({**worker_env, "REDIS_URL": REDIS_URL})
-    with broker(REDIS_URL, redis_options()):
+    with use_broker(REDIS_URL, redis_options()):
         judge_through_the_api(project, 16)
         assert_loop_closed(project, before, worker)
     assert RewardModelVersion.objects.filter(project=project).count() == 1
@@ -251,7 +215,7 @@ def test_the_loop_closes_with_the_embedded_broker(worker_env, workers, tmp_path)
     project = labeling_project(retrain_every=16)
     before = dict(Comparison.objects.filter(project=project).values_list("pk", "priority"))
     folder = Path(worker_env["VAR_DIR"]) / "broker"
-    with broker("filesystem://", filesystem_options(folder)):
+    with use_broker("filesystem://", filesystem_transport_options(folder)):
         worker = workers(worker_env)  # no REDIS_URL: settings pick the filesystem broker under VAR_DIR
         judge_through_the_api(project, 16)
         assert_loop_closed(project, before, worker)
@@ -261,14 +225,11 @@ def test_the_loop_closes_with_the_embedded_broker(worker_env, workers, tmp_path)
 def test_a_worker_killed_mid_training_leaves_the_previous_version_serving(worker_env, workers, clean_redis, settings):
     project = labeling_project(retrain_every=0)
     env = {**worker_env, "REDIS_URL": REDIS_URL}
-    with broker(REDIS_URL, redis_options()):
+    with use_broker(REDIS_URL, redis_options()):
         worker = workers(env)
         judge_through_the_api(project, 12)
         request_retrain(project_id=project.pk, reason="manual")
-        wait_for(
-            lambda: RewardModelVersion.objects.filter(project=project, status="active", finished_at__isnull=False).exists(),
-            180, "v1", worker,
-        )
+        wait_for(finished(project), 180, "v1", worker)
         worker.stop()
 
         # A long training for v2, killed half-way.
@@ -276,10 +237,8 @@ def test_a_worker_killed_mid_training_leaves_the_previous_version_serving(worker
         worker = workers(slow)
         judge_through_the_api(project, 4)
         request_retrain(project_id=project.pk, reason="manual")
-        wait_for(
-            lambda: RewardModelVersion.objects.filter(project=project, version=2, status="training", progress_step__gt=0).exists(),
-            120, "v2 to be training", worker,
-        )
+        training = RewardModelVersion.objects.filter(project=project, version=2, status="training", progress_step__gt=0)
+        wait_for(training.exists, 120, "v2 to be training", worker)
         worker.kill()
         v2 = RewardModelVersion.objects.get(project=project, version=2)
         assert v2.status == "training"
@@ -291,10 +250,7 @@ def test_a_worker_killed_mid_training_leaves_the_previous_version_serving(worker
         time.sleep(3.5)  # the lease (REWARD_MODEL_LOCK_TTL_SECONDS=3) must run out: that is the point
         with override_lock_ttl(settings, 3):
             assert reconcile() >= 1
-        wait_for(
-            lambda: RewardModelVersion.objects.filter(project=project, version=2, status="active", finished_at__isnull=False).exists(),
-            180, "v2 active", worker,
-        )
+        wait_for(finished(project, version=2), 180, "v2 active", worker)
     v2.refresh_from_db()
     assert v2.attempts == 2
     # One trigger, one version: the retry adopted v2 instead of making v3.
@@ -314,7 +270,7 @@ def override_lock_ttl(settings, seconds):
 @needs_redis
 def test_a_broker_that_is_down_never_reaches_the_rater_and_the_retrain_happens_later(worker_env, workers, clean_redis):
     project = labeling_project(retrain_every=14)
-    with broker(CLOSED_PORT_URL, redis_options()):
+    with use_broker(CLOSED_PORT_URL, redis_options()):
         timings = judge_through_the_api(project, 16)
     assert max(timings) < 1.0, timings
     assert Judgment.objects.filter(project=project).count() == 16
@@ -323,11 +279,8 @@ def test_a_broker_that_is_down_never_reaches_the_rater_and_the_retrain_happens_l
     assert not RewardModelVersion.objects.filter(project=project).exists()
 
     # The broker is back: the periodic reconcile hands over what was missed.
-    with broker(REDIS_URL, redis_options()):
+    with use_broker(REDIS_URL, redis_options()):
         worker = workers({**worker_env, "REDIS_URL": REDIS_URL})
         assert reconcile() == 1
-        wait_for(
-            lambda: RewardModelVersion.objects.filter(project=project, status="active", finished_at__isnull=False).exists(),
-            180, "the missed retrain", worker,
-        )
+        wait_for(finished(project), 180, "the missed retrain", worker)
     assert RewardModelVersion.objects.filter(project=project).count() == 1

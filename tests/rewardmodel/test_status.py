@@ -5,23 +5,23 @@ import json
 import re
 import time
 import xml.etree.ElementTree as ET
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-import kombu.pools
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from config.celery import app as celery_app
+from config.broker import filesystem_transport_options
 from labeling.models import Comparison, Judgment
 from rewardmodel.charts import accuracy_chart, render_accuracy_chart
 from rewardmodel.models import ProjectLoop, RewardModelVersion
 from rewardmodel.status import project_status, scheduled_tasks, version_row
+from tests.brokers import use_broker
 from tests.factories import ComparisonFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -33,53 +33,19 @@ CLOSED_PORT = "redis://127.0.0.1:1/0"
 # -- brokers -------------------------------------------------------------------
 
 
-@contextmanager
-def celery_broker(url: str, options: dict):
-    """Point this process's Celery app at another broker for the duration.
-
-    Celery reads its broker settings once, when it first connects, and keeps
-    a connection pool and a producer pool (kombu's, process-wide, keyed by
-    broker URL): override_settings cannot reach them. Set the app's own
-    config, and close and forget every pool instead.
-    """
-    assert not celery_app.conf.task_always_eager, "these tests publish for real"
-    saved = celery_app.conf.broker_url, celery_app.conf.broker_transport_options
-
-    def reset():
-        kombu.pools.reset()
-        celery_app._pool = None
-        celery_app.amqp._producer_pool = None
-
-    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = url, options
-    reset()
-    try:
-        yield
-    finally:
-        celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
-        reset()
-
-
 @pytest.fixture
 def broker(tmp_path):
     """The embedded filesystem broker in this test's own folder: published messages land in the returned folder."""
-    folders = {name: tmp_path / "broker" / name for name in ("queue", "processed", "control")}
-    for folder in folders.values():
-        folder.mkdir(parents=True)
-    options = {
-        "data_folder_in": str(folders["queue"]),
-        "data_folder_out": str(folders["queue"]),
-        "processed_folder": str(folders["processed"]),
-        "control_folder": str(folders["control"]),
-        "store_processed": False,
-    }
-    with celery_broker("filesystem://", options):
-        yield folders["queue"]
+    folder = tmp_path / "broker"
+    options = filesystem_transport_options(folder)
+    with use_broker("filesystem://", options):
+        yield folder / "queue"
 
 
 @pytest.fixture
 def broker_down():
     """Redis on a port nobody listens on, with the web side's fail-fast options."""
-    with celery_broker(CLOSED_PORT, {"socket_connect_timeout": 2, "socket_timeout": 2, "max_retries": 0}):
+    with use_broker(CLOSED_PORT, settings.REDIS_BROKER_TRANSPORT_OPTIONS):
         yield
 
 
