@@ -134,6 +134,11 @@ def test_the_schema_generates_without_warnings_and_lists_every_endpoint(tmp_path
         "/api/projects/{id}/skip/",
         "/api/judgments/",
         "/api/judgments/{id}/",
+        # The reward model's (rewardmodel/api.py).
+        "/api/projects/{id}/reward-models/",
+        "/api/projects/{id}/status/",
+        "/api/projects/{id}/training/",
+        "/api/projects/{id}/score/",
     }
     post = schema["paths"]["/api/judgments/"]["post"]
     assert set(post["responses"]) == {"200", "201", "400", "404", "409"}

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from transformers import GPT2Config, GPT2ForSequenceClassification
+from transformers import AutoTokenizer, BertModel, GPT2Config, GPT2ForSequenceClassification
 
 from rewardmodel.core.data import pad_sequences
 from rewardmodel.core.model import first_token_only_last_layer, load_backbone, rewards
@@ -69,14 +69,22 @@ def test_other_architectures_run_unchanged():
     assert torch.equal(inside, rewards(model, input_ids, attention_mask))
 
 
-def test_loading_a_backbone_sets_one_label_a_pad_token_and_no_dropout(tiny_backbone, caplog):
-    with caplog.at_level("INFO", logger="rewardmodel.core.model"):
-        model, tokenizer = load_backbone(tiny_backbone)
+def test_loading_a_bare_encoder_adds_a_reward_head_without_the_load_report(tiny_backbone, tmp_path, caplog):
+    # A sentence-transformers checkpoint (like all-MiniLM-L6-v2) is a bare BertModel: no classifier weights.
+    encoder = BertModel.from_pretrained(tiny_backbone)
+    encoder.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_backbone).save_pretrained(tmp_path)
+    caplog.clear()
+
+    with caplog.at_level("INFO"):
+        model, tokenizer = load_backbone(str(tmp_path))
 
     assert model.config.num_labels == 1
     assert model.config.pad_token_id == tokenizer.pad_token_id == 0
     assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert "new reward head" in caplog.text and "classifier.weight" in caplog.text
     assert "LOAD REPORT" not in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "lacks" in r.getMessage()]
 
 
 def test_a_missing_backbone_is_a_clear_error(tmp_path):
