@@ -16,8 +16,12 @@ from django.db.models.functions import Greatest, Least
 
 class Project(models.Model):
     name = models.CharField(max_length=200, help_text="Shown to raters and admins.")
-    slug = models.SlugField(max_length=100, unique=True, help_text="Stable identifier used by the import/export commands.")
-    guidelines = models.TextField(blank=True, help_text="Markdown shown to raters in a collapsible panel on every task.")
+    slug = models.SlugField(
+        max_length=100, unique=True, help_text="Stable identifier used by the import/export commands."
+    )
+    guidelines = models.TextField(
+        blank=True, help_text="Markdown shown to raters in a collapsible panel on every task."
+    )
     criteria = models.JSONField(
         default=list,
         blank=True,
@@ -123,7 +127,9 @@ class Prompt(models.Model):
 
 class Response(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
-    text = models.TextField(help_text="The model's (or a person's) reply. Untrusted: rendered only through rendering.py.")
+    text = models.TextField(
+        help_text="The model's (or a person's) reply. Untrusted: rendered only through rendering.py."
+    )
     source = models.CharField(max_length=200, blank=True, help_text='Model name, or "human".')
     metadata = models.JSONField(default=dict, blank=True)
     content_hash = models.CharField(max_length=64, help_text="sha256 of the text; unique per prompt.")

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from django.db.models import Max
 
 from labeling.models import Comparison, Judgment, Project
-from rewardmodel.core.examples import PreferenceExample, soft_target
 
 HELD_OUT_PERCENT = 20
 REFERENCE_STRENGTH = 2  # an imported label says "better", not by how much
@@ -38,9 +37,9 @@ def is_held_out(comparison_id: int) -> bool:
 
 @dataclass
 class ProjectDataset:
-    train: list[PreferenceExample] = field(default_factory=list)
-    held_out: list[PreferenceExample] = field(default_factory=list)  # from raters' judgments
-    held_out_reference: list[PreferenceExample] = field(default_factory=list)  # from reference labels
+    train: list = field(default_factory=list)
+    held_out: list = field(default_factory=list)  # from raters' judgments
+    held_out_reference: list = field(default_factory=list)  # from reference labels
     train_comparison_ids: list[int] = field(default_factory=list)
     held_out_comparison_ids: list[int] = field(default_factory=list)
     snapshot: dict = field(default_factory=dict)
@@ -48,6 +47,10 @@ class ProjectDataset:
 
 def build_dataset(*, project: Project, include_reference_labels: bool | None = None) -> ProjectDataset:
     """Read the project's judgments (and reference labels) into examples."""
+    # Imported here: rewardmodel.core loads torch, which a web process that
+    # only listens for judgments should not pay for at start-up.
+    from rewardmodel.core.examples import soft_target
+
     if include_reference_labels is None:
         include_reference_labels = project.train_on_reference_labels
 
@@ -116,7 +119,9 @@ def build_dataset(*, project: Project, include_reference_labels: bool | None = N
     return dataset
 
 
-def _example(conversation, text_a, text_b, targets: list[float]) -> PreferenceExample:
+def _example(conversation, text_a, text_b, targets: list[float]):
+    from rewardmodel.core.examples import PreferenceExample
+
     return PreferenceExample(
         conversation=conversation,
         response_a=text_a,

@@ -79,6 +79,9 @@ class ResponseReward(models.Model):
             models.UniqueConstraint(fields=["version", "response"], name="reward_unique_per_version"),
         ]
 
+    def __str__(self):
+        return f"v{self.version_id} response {self.response_id}: {self.reward:.3f}"
+
 
 class ProjectLoop(models.Model):
     """The retraining loop's bookkeeping for one project: what was asked for,

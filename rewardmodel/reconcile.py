@@ -44,7 +44,9 @@ def reconcile(*, now=None) -> int:
     # died and no broker will redeliver (or not before its visibility
     # timeout). Ask again; the run adopts that version.
     orphaned = (
-        RewardModelVersion.objects.filter(status__in=[RewardModelVersion.Status.QUEUED, RewardModelVersion.Status.TRAINING])
+        RewardModelVersion.objects.filter(
+            status__in=[RewardModelVersion.Status.QUEUED, RewardModelVersion.Status.TRAINING]
+        )
         .filter(Q(project__reward_loop__lock_owner="") | Q(project__reward_loop__lock_expires_at__lt=now))
         .values_list("project_id", flat=True)
         .distinct()

@@ -59,7 +59,7 @@ def test_every_multi_turn_conversation_alternates_and_ends_with_a_user_turn():
     for turns in conversations:
         roles = [turn["role"] for turn in turns]
         assert roles[0] == "user" and roles[-1] == "user", roles
-        assert all(a != b for a, b in zip(roles, roles[1:])), roles
+        assert all(a != b for a, b in zip(roles, roles[1:], strict=False)), roles
         assert 2 <= len(turns) - 1 <= 4, "2-4 turns before the final user turn"
         assert all(turn["content"].strip() for turn in turns)
 

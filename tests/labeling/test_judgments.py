@@ -138,7 +138,12 @@ def test_it_announces_the_judgment_after_commit(project, alice, django_capture_o
     finally:
         judgment_recorded.disconnect(listener)
     assert received == [
-        {"signal": judgment_recorded, "judgment_id": judgment.pk, "project_id": project.pk, "comparison_id": comparison.pk}
+        {
+            "signal": judgment_recorded,
+            "judgment_id": judgment.pk,
+            "project_id": project.pk,
+            "comparison_id": comparison.pk,
+        }
     ]
 
 

@@ -34,7 +34,8 @@ def marker_project(project, *, prompts: int = 30, judge=True):
     filler = WORDS[8:-1]
     comparisons = []
     for i in range(prompts):
-        prompt = PromptFactory(project=project, conversation=[{"role": "user", "content": f"question {filler[i % 20]} {i}"}])
+        conversation = [{"role": "user", "content": f"question {filler[i % 20]} {i}"}]
+        prompt = PromptFactory(project=project, conversation=conversation)
         marked = ResponseFactory(prompt=prompt, text=f"{filler[i % 17]} marker {filler[(i + 3) % 19]} {i}")
         plain = ResponseFactory(prompt=prompt, text=f"{filler[(i + 5) % 17]} {filler[(i + 7) % 19]} {i}")
         ResponseFactory(prompt=prompt, text=f"{filler[(i + 2) % 13]} maybe {i}")

@@ -124,7 +124,12 @@ def test_a_duplicate_delivery_with_nothing_pending_does_nothing(project, tiny_tr
 def test_a_version_left_by_a_dead_worker_is_adopted_not_duplicated(project, tiny_training):
     marker_project(project)
     orphan = RewardModelVersion.objects.create(
-        project=project, version=1, status="training", config=pipeline.default_config(project), task_id="dead", attempts=1
+        project=project,
+        version=1,
+        status="training",
+        config=pipeline.default_config(project),
+        task_id="dead",
+        attempts=1,
     )
     outcome = pipeline.run_retrain(project_id=project.pk, owner="new-task")
     assert outcome.status == "trained"
