@@ -41,6 +41,9 @@ def wait_for_next_task(page, comparison_id):
     page.wait_for_function(
         "id => document.querySelector('#task .task').dataset.comparisonId !== String(id)", arg=comparison_id
     )
+    # htmx's request/settle classes clear last; a key pressed before that is
+    # dropped by hx-sync="#task:drop" (which guards against double submits).
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
 
 
 def test_a_rater_judges_three_comparisons_with_the_keyboard_only(live_server, page):

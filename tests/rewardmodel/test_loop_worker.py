@@ -224,6 +224,10 @@ def test_the_loop_closes_with_the_embedded_broker(worker_env, workers, tmp_path)
 @needs_redis
 def test_a_worker_killed_mid_training_leaves_the_previous_version_serving(worker_env, workers, clean_redis, settings):
     project = labeling_project(retrain_every=0)
+    # This test is about recovery, not the activation policy: a tiny held-out
+    # set can make v2 look worse than v1 and leave it "ready" (tested elsewhere).
+    project.activation_tolerance = 1.0
+    project.save()
     env = {**worker_env, "REDIS_URL": REDIS_URL}
     with use_broker(REDIS_URL, redis_options()):
         worker = workers(env)
