@@ -313,3 +313,5 @@ except ValueError:
 # A training worker renews its single-flight lease while it works; a lease not
 # renewed for this long belongs to a dead worker and may be taken over.
 REWARD_MODEL_LOCK_TTL_SECONDS = env_int("REWARD_MODEL_LOCK_TTL_SECONDS", 300)
+# Reward heads trained for projects with "ensemble" acquisition (bootstrapped heads on one backbone).
+REWARD_MODEL_ENSEMBLE_HEADS = env_int("REWARD_MODEL_ENSEMBLE_HEADS", 5)

@@ -29,6 +29,8 @@ Strategies (Project.acquisition):
   the pairs whose label would change the model. It is the expected information
   gain of one label, in nats (at most ln 2), rather than an ad hoc spread such
   as the variance of p_h, which is its first-order approximation.
+  The pipeline trains REWARD_MODEL_ENSEMBLE_HEADS heads (default 5) for an
+  "ensemble" project (TrainConfig.num_heads; rewardmodel/core/README.md).
   A version without head rewards (a single-head model, or heads missing or of
   different lengths on some response) falls back to "uncertainty", and the
   result says so.

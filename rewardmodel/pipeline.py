@@ -59,6 +59,10 @@ def default_config(project: Project, **overrides) -> dict:
     backbone = getattr(settings, "REWARD_MODEL_BACKBONE", "")
     if backbone:
         values["backbone"] = backbone
+    if project.acquisition == "ensemble":
+        # Ensemble acquisition reads the disagreement of bootstrapped heads (see acquisition.py); the heads
+        # share one backbone, so H of them cost one extra H x hidden matrix, not H trainings.
+        values["num_heads"] = getattr(settings, "REWARD_MODEL_ENSEMBLE_HEADS", 5)
     values.update(getattr(settings, "REWARD_MODEL_TRAINING", {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig.from_dict(values).to_dict()

@@ -43,9 +43,13 @@ class TrainConfig:
     disable_dropout: bool = True
     # Sequences per forward pass when scoring and evaluating (no gradients, so larger than batch_size).
     eval_batch_size: int = 64
+    # Reward heads on one shared backbone. 1: a plain reward model. H > 1: a bootstrapped ensemble; every head
+    # sees each training pair with its own seeded Poisson(1) weight, so the heads disagree where the data is thin
+    # (epistemic uncertainty, read by "ensemble" acquisition). The reward is the heads' mean.
+    num_heads: int = 1
 
     def __post_init__(self):
-        positive = ("max_length", "batch_size", "epochs", "gradient_accumulation_steps", "eval_batch_size")
+        positive = ("max_length", "batch_size", "epochs", "gradient_accumulation_steps", "eval_batch_size", "num_heads")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)!r}")

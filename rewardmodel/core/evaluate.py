@@ -11,7 +11,7 @@ from .data import encode_pairs
 from .examples import PreferenceExample
 from .formatting import SequenceEncoder
 from .loss import bradley_terry_loss
-from .scoring import score_encoded
+from .scoring import reward_tensor
 
 ECE_BINS = 10
 
@@ -27,9 +27,11 @@ def evaluate(model, tokenizer, examples: Sequence[PreferenceExample], config: Tr
     if not examples:
         raise ValueError("evaluate() needs at least one held-out pair")
     pairs = encode_pairs(SequenceEncoder(tokenizer, config.max_length), examples)
-    scores = score_encoded(model, tokenizer, [p.ids_a for p in pairs] + [p.ids_b for p in pairs], config)
+    scores = reward_tensor(model, tokenizer, [p.ids_a for p in pairs] + [p.ids_b for p in pairs], config)
+    if scores.dim() == 2:
+        scores = scores.mean(dim=1)  # an ensemble is judged by its reward, the heads' mean
     n = len(pairs)
-    margin = torch.tensor(scores[:n]) - torch.tensor(scores[n:])
+    margin = scores[:n] - scores[n:]
     target = torch.tensor([p.target for p in pairs], dtype=torch.float32)
     return {
         "accuracy": pairwise_accuracy(margin, target),

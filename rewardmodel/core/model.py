@@ -7,7 +7,7 @@ import functools
 import logging
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bert.modeling_bert import eager_attention_forward
 
@@ -32,8 +32,10 @@ def _quiet_load_report():
         target.removeFilter(quiet)
 
 
-def load_backbone(name_or_path: str, *, disable_dropout: bool = True) -> tuple[PreTrainedModel, object]:
-    """A reward model (num_labels=1, pad token set) and its tokenizer from a local directory or a hub id.
+def load_backbone(
+    name_or_path: str, *, disable_dropout: bool = True, num_heads: int = 1
+) -> tuple[PreTrainedModel, object]:
+    """A reward model (num_labels=num_heads, pad token set) and its tokenizer from a local directory or a hub id.
 
     A checkpoint of a bare encoder or a language model has no reward head: that head starts from random and
     is logged at INFO. Any *other* missing weight means the checkpoint does not fit the architecture: WARNING.
@@ -46,17 +48,25 @@ def load_backbone(name_or_path: str, *, disable_dropout: bool = True) -> tuple[P
         # Decoder tokenizers often lack a pad token; the model finds the last real token through the mask's
         # pad id, and EOS is the conventional stand-in.
         tokenizer.pad_token = tokenizer.eos_token
+    config = AutoConfig.from_pretrained(name_or_path)
+    # A checkpoint that already has a classification head of another width (a 1-head reward model asked for 5
+    # heads, say) gets a fresh head of the asked width; only the head's shapes may differ.
+    has_head = any(name.endswith("ForSequenceClassification") for name in config.architectures or [])
+    new_head_width = has_head and config.num_labels != num_heads
+    config.num_labels = num_heads
     with _quiet_load_report():
         model, info = AutoModelForSequenceClassification.from_pretrained(
             name_or_path,
-            num_labels=1,
+            config=config,
             dtype=torch.float32,
             use_safetensors=True,
             output_loading_info=True,
+            ignore_mismatched_sizes=new_head_width,
         )
     model.config.pad_token_id = tokenizer.pad_token_id
     prefix = f"{model.base_model_prefix}."
-    missing = sorted(info.get("missing_keys", []))
+    resized = [key for key, *_shapes in info.get("mismatched_keys", [])]
+    missing = sorted([*info.get("missing_keys", []), *resized])
     head = [k for k in missing if not k.startswith(prefix)]
     body = [k for k in missing if k.startswith(prefix)]
     if head:
@@ -75,8 +85,14 @@ def disable_dropout_in(model: torch.nn.Module) -> None:
 
 
 def rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """One scalar reward per row."""
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
+    """One scalar reward per row, shape (rows,); a model with H > 1 reward heads gives (rows, H)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
+
+
+def head_count(model: PreTrainedModel) -> int:
+    """How many reward heads the model has (its num_labels)."""
+    return int(model.config.num_labels)
 
 
 @contextlib.contextmanager

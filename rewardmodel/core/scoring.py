@@ -10,21 +10,29 @@ from .config import TrainConfig
 from .data import pad_sequences
 from .examples import Conversation
 from .formatting import SequenceEncoder
-from .model import autocast, first_token_only_last_layer, rewards
+from .model import autocast, first_token_only_last_layer, head_count, rewards
 
 
-def score(model, tokenizer, items: Sequence[tuple[Conversation, str]], config: TrainConfig) -> list[float]:
-    """One reward per (conversation, response), in the order given."""
+def score(
+    model, tokenizer, items: Sequence[tuple[Conversation, str]], config: TrainConfig
+) -> list[float] | list[list[float]]:
+    """One reward per (conversation, response), in the order given; a list of H rewards each for H > 1 heads."""
     return score_encoded(model, tokenizer, SequenceEncoder(tokenizer, config.max_length).encode(items), config)
 
 
-def score_encoded(model, tokenizer, sequences: Sequence[list[int]], config: TrainConfig) -> list[float]:
+def score_encoded(model, tokenizer, sequences: Sequence[list[int]], config: TrainConfig) -> list:
+    return reward_tensor(model, tokenizer, sequences, config).tolist()
+
+
+def reward_tensor(model, tokenizer, sequences: Sequence[list[int]], config: TrainConfig) -> torch.Tensor:
+    """Rewards as a CPU float32 tensor: (sequences,) for one head, (sequences, H) for H heads."""
+    heads = head_count(model)
+    out = torch.empty((len(sequences), heads) if heads > 1 else (len(sequences),), dtype=torch.float32)
     if not sequences:
-        return []
+        return out
     device = next(model.parameters()).device
     # Sorting by length keeps each batch's padding near zero; results go back to the caller's order.
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    out = torch.empty(len(sequences), dtype=torch.float32)
     was_training = model.training
     model.eval()
     try:
@@ -36,4 +44,4 @@ def score_encoded(model, tokenizer, sequences: Sequence[list[int]], config: Trai
                 out[chunk] = batch_rewards.float().cpu()
     finally:
         model.train(was_training)
-    return out.tolist()
+    return out

@@ -71,7 +71,9 @@ def train(
     seed_everything(config.seed)
     device = _device_for(config.device, world)
     # Loaded after seeding: the new reward head's random init is part of what the seed fixes (on every rank).
-    model, tokenizer = load_backbone(config.backbone, disable_dropout=config.disable_dropout)
+    model, tokenizer = load_backbone(
+        config.backbone, disable_dropout=config.disable_dropout, num_heads=config.num_heads
+    )
     model.to(device).train()
     net = (
         model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
@@ -86,6 +88,7 @@ def train(
     optimizer = _adamw(model, config)
     scheduler = _linear_warmup_then_decay(optimizer, warmup=round(config.warmup_ratio * total_steps), total=total_steps)
     generator = torch.Generator().manual_seed(config.seed)
+    head_weights = bootstrap_weights(len(pairs), config.num_heads, config.seed)
 
     losses: list[float] = []
     step = 0
@@ -101,8 +104,10 @@ def train(
             for first in range(0, len(batches), config.gradient_accumulation_steps):
                 if _stop_requested(should_stop, rank, world, device):
                     raise TrainingCancelled(step, total_steps)
-                group = [[pairs[i] for i in b] for b in batches[first : first + config.gradient_accumulation_steps]]
-                loss = _optimizer_step(net, optimizer, group, tokenizer.pad_token_id, device, config, world)
+                group = batches[first : first + config.gradient_accumulation_steps]
+                loss = _optimizer_step(
+                    net, optimizer, pairs, head_weights, group, tokenizer.pad_token_id, device, config, world
+                )
                 scheduler.step()
                 step += 1
                 losses.append(loss)
@@ -130,12 +135,31 @@ def train(
     return TrainResult(model=model, tokenizer=tokenizer, config=config, metrics=metrics, losses=losses)
 
 
-def _optimizer_step(net, optimizer, group: list[list[EncodedPair]], pad_id: int, device, config, world: int) -> float:
+def bootstrap_weights(pairs: int, heads: int, seed: int) -> torch.Tensor | None:
+    """(pairs, heads) Poisson(1) weights, one column per reward head; None for a single head (all weights 1).
+
+    Poisson(1) is the online bootstrap (Oza & Russell 2001; Osband et al. 2016 for bootstrapped heads): each
+    head sees each pair 0, 1, 2, ... times, as if it had its own resample of the data. The draw depends on the
+    seed alone, so every process of a torchrun job, and every rerun, gives a head the same resample.
+    """
+    if heads == 1:
+        return None
+    generator = torch.Generator().manual_seed(seed + 7919)  # its own stream: the batch order stays seed's own
+    return torch.poisson(torch.ones(pairs, heads), generator=generator)
+
+
+def _optimizer_step(
+    net, optimizer, pairs: list[EncodedPair], head_weights, group: list[list[int]], pad_id: int, device, config, world
+) -> float:
     """Forward/backward every micro-batch of the group, then one clipped AdamW step; returns the group's loss."""
     group_pairs = sum(len(b) for b in group)
     group_loss = torch.zeros((), device=device)
-    for index, micro in enumerate(group):
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate_pairs(micro, pad_id).items()}
+    for index, indices in enumerate(group):
+        micro = [pairs[i] for i in indices]
+        batch = collate_pairs(micro, pad_id)
+        if head_weights is not None:
+            batch["weight"] = batch["weight"].unsqueeze(-1) * head_weights[indices]
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         # Under DDP, gradients are averaged across processes once per group, on its last backward.
         sync = world == 1 or index == len(group) - 1
         with contextlib.nullcontext() if sync else net.no_sync():

@@ -201,3 +201,34 @@ def test_ten_workers_at_once_run_one_training(project, tiny_training):
         t.join(300)
     assert outcomes.count("trained") == 1, outcomes
     assert RewardModelVersion.objects.filter(project=project).count() == 1
+
+
+def test_an_ensemble_project_trains_heads_and_ranks_pairs_by_their_disagreement(project, tiny_training):
+    tiny_training.REWARD_MODEL_ENSEMBLE_HEADS = 4
+    project.acquisition = "ensemble"
+    project.save()
+    marker_project(project)
+
+    outcome = retrain(project)
+
+    assert outcome.status == "trained", outcome.detail
+    version = RewardModelVersion.objects.get(project=project)
+    assert version.config["num_heads"] == 4
+    stored = list(ResponseReward.objects.filter(version=version).values_list("reward", "head_rewards"))
+    assert len(stored) == 90
+    for reward, heads in stored:
+        assert len(heads) == 4
+        assert reward == pytest.approx(sum(heads) / 4, abs=1e-6)
+    assert any(max(heads) - min(heads) > 1e-4 for _, heads in stored)
+    # The refresh read the heads: ensemble, not the single-head fallback.
+    assert pipeline.refresh_pairs_for(project, seed=1).strategy == "ensemble"
+    assert Comparison.objects.filter(project=project, selected_by="ensemble").exists()
+
+
+def test_other_strategies_train_a_single_head(project, tiny_training):
+    marker_project(project)
+    retrain(project)
+    version = RewardModelVersion.objects.get(project=project)
+    assert version.config["num_heads"] == 1
+    assert not ResponseReward.objects.filter(version=version, head_rewards__isnull=False).exists()
+    assert pipeline.refresh_pairs_for(project, seed=1).strategy == "uncertainty"
