@@ -7,8 +7,9 @@
 Both trainers get the same pairs (a seeded 80/20 split of an HH-format file), the same backbone (the offline
 all-MiniLM-L6-v2), the same token ids (left-truncated by rewardmodel.core's encoder, so TRL drops no pair for
 being too long), batch size, learning rate, epochs, linear schedule with 10% warm-up, weight decay 0.01, gradient
-clipping at 1.0, fused AdamW, dropout off, fp32 on CPU (bf16 autocast on CUDA for both), and the same held-out
-evaluation code. TRL's own defaults that would make the race unequal are set explicitly: bf16 off on CPU,
+clipping at 1.0, fused AdamW, dropout off, the same precision (--precision; fp32 on CPU and bf16 autocast on
+CUDA unless asked otherwise), and the same held-out evaluation code. TRL's own defaults that would make the race
+unequal are set explicitly: bf16 as --precision says (RewardConfig defaults to bf16 even on CPU),
 gradient checkpointing off, max_length matched. Each trainer runs in its own child process, one after the other,
 so peak memory (max RSS) is its own and neither inherits the other's warm caches or thread state.
 
@@ -47,6 +48,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="the same for both trainers (bf16 = autocast, fp32 weights); default: bf16 on CUDA, fp32 on CPU",
+    )
     parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.data.is_file():
@@ -86,6 +93,8 @@ def _forwarded(args) -> list[str]:
     flags = ["--data", str(args.data), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
     flags += ["--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed)]
     flags += ["--device", args.device]
+    if args.precision is not None:
+        flags += ["--precision", args.precision]
     if args.limit is not None:
         flags += ["--limit", str(args.limit)]
     if args.threads is not None:
@@ -107,6 +116,7 @@ def _run_worker(args) -> dict:
         read_preferences(args.data, limit=args.limit), eval_fraction=0.2, seed=args.seed
     )
     device = resolve_device(args.device)
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     config = TrainConfig(
         max_length=args.max_length,
         batch_size=args.batch_size,
@@ -118,6 +128,7 @@ def _run_worker(args) -> dict:
         seed=args.seed,
         device=str(device),
         disable_dropout=True,
+        precision=precision,
     )
     if args.worker == "ours":
         model, tokenizer, loop_seconds = _train_ours(config, train_examples)
@@ -131,6 +142,7 @@ def _run_worker(args) -> dict:
         "loop_seconds": loop_seconds,
         "wall_seconds": time.perf_counter() - started,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "precision": precision,
         **metrics,
     }
     if device.type == "cuda":
@@ -163,6 +175,7 @@ def _train_trl(config, train_examples, device):
         }
     )
     on_cuda = device.type == "cuda"
+    bf16 = config.precision == "bf16"
     with tempfile.TemporaryDirectory() as output_dir:
         args = RewardConfig(
             output_dir=output_dir,
@@ -176,7 +189,7 @@ def _train_trl(config, train_examples, device):
             seed=config.seed,
             max_length=config.max_length,  # every pair already fits, so none is dropped (checked below)
             disable_dropout=config.disable_dropout,
-            bf16=on_cuda,  # RewardConfig's default is bf16=True even on CPU; ours runs fp32 there
+            bf16=bf16,  # RewardConfig's default is bf16=True even on CPU; here both run what --precision says
             # RewardConfig defaults gradient checkpointing (now "activation checkpointing") to on; ours never
             # recomputes activations.
             activation_checkpointing=False,
@@ -211,7 +224,7 @@ def _table(ours: dict, trl: dict) -> str:
     if "peak_cuda_mib" in ours:
         rows.insert(4, ("peak CUDA MiB", "{:.0f}", "peak_cuda_mib"))
     lines = [
-        f"train pairs {ours['train_pairs']}, held-out pairs {ours['eval_pairs']}",
+        f"train pairs {ours['train_pairs']}, held-out pairs {ours['eval_pairs']}, precision {ours['precision']}",
         f"{'':24}{'rewardmodel.core':>18}{'TRL RewardTrainer':>20}",
     ]
     for label, fmt, key in rows:
