@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from labeling.importing import ImportFileError, parse_labeled_pairs
 from labeling.models import Project
@@ -10,12 +10,13 @@ from rewardmodel.core.config import TrainConfig
 from rewardmodel.core.evaluate import evaluate
 from rewardmodel.core.examples import PreferenceExample
 from rewardmodel.core.model import resolve_device
+from rewardmodel.management.base import VersionOptionCommand
 from rewardmodel.models import RewardModelVersion
 
 TARGETS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
 
-class Command(BaseCommand):
+class Command(VersionOptionCommand):
     help = (
         "Evaluate a reward-model version on a labeled file (hh, or pairs with a label). "
         "The last line printed is JSON with accuracy, n, log_loss and ece."

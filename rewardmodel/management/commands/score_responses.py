@@ -1,13 +1,14 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from labeling.models import Project
+from rewardmodel.management.base import VersionOptionCommand
 from rewardmodel.models import RewardModelVersion
 from rewardmodel.pipeline import score_with_checkpoint
 
 
-class Command(BaseCommand):
+class Command(VersionOptionCommand):
     help = "Score every response of a project with its active reward model (or --version N) and store the rewards."
 
     def add_arguments(self, parser):

@@ -24,6 +24,12 @@ class Command(BaseCommand):
         parser.add_argument("--device", help='"auto" (default), "cpu", "cuda", "cuda:N".')
         parser.add_argument("--seed", type=int)
         parser.add_argument(
+            "--precision",
+            choices=["auto", "fp32", "bf16"],
+            help='"auto" (default: bf16 autocast on CUDA, fp32 on CPU), "fp32", or "bf16" (autocast; on CPUs with '
+            "native bf16 instructions this trains ~1.6x faster, see rewardmodel/core/README.md).",
+        )
+        parser.add_argument(
             "--include-reference-labels",
             action="store_true",
             default=None,
@@ -43,6 +49,7 @@ class Command(BaseCommand):
             "backbone": options["backbone"],
             "device": options["device"],
             "seed": options["seed"],
+            "precision": options["precision"],
         }
         try:
             outcome = run_retrain(
