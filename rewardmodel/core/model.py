@@ -158,7 +158,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA by default; fp32 on CPU, where bf16 matmuls are slower without AMX."""
+    """bf16 autocast on CUDA by default; fp32 on CPU, where bf16 is faster only with native bf16 instructions
+    (AVX512-BF16 or AMX), which torch cannot reliably detect: "bf16" asks for it (see core/README.md)."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
