@@ -4,14 +4,12 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from labeling.importing import ImportFileError, parse_labeled_pairs
-from labeling.models import Project
 from rewardmodel.core.checkpoint import CheckpointError, load_checkpoint
 from rewardmodel.core.config import TrainConfig
 from rewardmodel.core.evaluate import evaluate
 from rewardmodel.core.examples import PreferenceExample
 from rewardmodel.core.model import resolve_device
 from rewardmodel.management.base import VersionOptionCommand
-from rewardmodel.models import RewardModelVersion
 
 TARGETS = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
@@ -23,23 +21,12 @@ class Command(VersionOptionCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--project", required=True, help="Project slug.")
-        parser.add_argument("--version", type=int, help="Version number (default: the active one).")
+        super().add_arguments(parser)
         parser.add_argument("--data", required=True, type=Path, help="A JSONL file in hh or pairs format.")
         parser.add_argument("--format", choices=["hh", "pairs"], help="Default: detected from the first line.")
 
     def handle(self, *args, **options):
-        project = Project.objects.filter(slug=options["project"]).first()
-        if project is None:
-            raise CommandError(f"No project with slug {options['project']!r}.")
-        versions = RewardModelVersion.objects.filter(project=project).exclude(artifact_path="")
-        version = (
-            versions.filter(version=options["version"]).first()
-            if options["version"]
-            else versions.filter(status=RewardModelVersion.Status.ACTIVE).first()
-        )
-        if version is None:
-            raise CommandError("No such trained version (train one with train_reward_model).")
+        version = self.trained_version(options)
         try:
             with options["data"].open("rb") as lines:
                 pairs = parse_labeled_pairs(lines, format=options["format"])

@@ -25,7 +25,6 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int)
         parser.add_argument(
             "--precision",
-            choices=["auto", "fp32", "bf16"],
             help='"auto" (default: bf16 autocast on CUDA, fp32 on CPU), "fp32", or "bf16" (autocast; on CPUs with '
             "native bf16 instructions this trains ~1.6x faster, see rewardmodel/core/README.md).",
         )
