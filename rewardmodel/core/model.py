@@ -157,9 +157,60 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """What "auto", "fp32" or "bf16" means on this device: "bf16" (autocast) or "fp32"."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast on CUDA by default; fp32 on CPU, where bf16 is faster only with native bf16 instructions
-    (AVX512-BF16 or AMX), which torch cannot reliably detect: "bf16" asks for it (see core/README.md)."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+    (AVX512-BF16 or AMX): "bf16" asks for it (see core/README.md and check_cpu_precision)."""
+    if resolve_precision(device, precision) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this x86 CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo's flags.
+
+    None when that cannot be told (no /proc/cpuinfo, or no x86 flags line). torch's own
+    torch.cpu._is_avx512_bf16_supported() answered False on a Zen 4 that has the instructions, so the kernel's
+    flags are read instead.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+                cpuinfo = file.read()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags = set(value.split())
+            return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+    return None
+
+
+def check_cpu_precision(device: torch.device, precision: str, cpuinfo: str | None = None) -> str | None:
+    """A warning when the precision asked for is the slow one for this CPU, else None (GPUs: always None).
+
+    bf16 on a CPU without native bf16 falls back to emulated matrix multiplies: on an AVX2-only CPU it measured
+    many times slower than fp32 (core/README.md). The opposite case is only a hint: fp32 is correct everywhere.
+    """
+    if device.type != "cpu":
+        return None
+    native = cpu_has_native_bf16(cpuinfo)
+    chosen = resolve_precision(device, precision)
+    if chosen == "bf16" and native is False:
+        return (
+            "precision 'bf16' was asked for on a CPU without native bf16 instructions (no avx512_bf16 or amx_bf16 "
+            "flag): torch emulates bf16 there, many times slower than fp32; use precision 'fp32' or 'auto'"
+        )
+    if chosen == "fp32" and native:
+        logger.info("this CPU has native bf16 instructions: precision 'bf16' trains about twice as fast")
+    return None

@@ -8,6 +8,7 @@ process takes every world-th batch of the same seeded order and DistributedDataP
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import random
@@ -27,7 +28,17 @@ from .evaluate import evaluate
 from .examples import PreferenceExample
 from .formatting import SequenceEncoder
 from .loss import bradley_terry_loss
-from .model import autocast, first_token_only_last_layer, load_backbone, resolve_device, rewards
+from .model import (
+    autocast,
+    check_cpu_precision,
+    first_token_only_last_layer,
+    load_backbone,
+    resolve_device,
+    resolve_precision,
+    rewards,
+)
+
+logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, float], None]
 
@@ -46,8 +57,9 @@ class TrainResult:
     model: Any  # the trained transformers model, in eval mode, on the training device
     tokenizer: Any
     config: TrainConfig
-    # {"train": {loss, steps, pairs, seconds, pairs_per_second, processes}, "eval": evaluate()'s dict if asked for}
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    # {"train": {loss, steps, pairs, seconds, pairs_per_second, processes, precision},
+    #  "eval": evaluate()'s dict if asked for}
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)  # the loss of every optimizer step, in order
 
 
@@ -70,6 +82,8 @@ def train(
     rank, world = _process_group()
     seed_everything(config.seed)
     device = _device_for(config.device, world)
+    if rank == 0 and (warning := check_cpu_precision(device, config.precision)):
+        logger.warning(warning)
     # Loaded after seeding: the new reward head's random init is part of what the seed fixes (on every rank).
     model, tokenizer = load_backbone(
         config.backbone, disable_dropout=config.disable_dropout, num_heads=config.num_heads
@@ -128,6 +142,7 @@ def train(
             "seconds": seconds,
             "pairs_per_second": trained_pairs * config.epochs / seconds,
             "processes": world,
+            "precision": resolve_precision(device, config.precision),
         }
     }
     if eval_examples and rank == 0:

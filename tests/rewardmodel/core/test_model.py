@@ -1,9 +1,22 @@
+import dataclasses
+import logging
+
 import pytest
 import torch
 from transformers import AutoTokenizer, BertModel, GPT2Config, GPT2ForSequenceClassification
 
+from rewardmodel.core import model as model_module
+from rewardmodel.core import train
 from rewardmodel.core.data import pad_sequences
-from rewardmodel.core.model import first_token_only_last_layer, load_backbone, rewards
+from rewardmodel.core.model import (
+    check_cpu_precision,
+    cpu_has_native_bf16,
+    first_token_only_last_layer,
+    load_backbone,
+    rewards,
+)
+
+from .conftest import marker_pairs
 
 
 def padded_batch(vocab_size: int):
@@ -90,3 +103,41 @@ def test_loading_a_bare_encoder_adds_a_reward_head_without_the_load_report(tiny_
 def test_a_missing_backbone_is_a_clear_error(tmp_path):
     with pytest.raises(OSError):
         load_backbone(str(tmp_path / "nowhere"))
+
+
+ZEN4_FLAGS = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_bf16 avx512_vnni\n"
+AVX2_FLAGS = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n"
+SAPPHIRE_RAPIDS_FLAGS = "processor\t: 0\nflags\t\t: avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16(ZEN4_FLAGS) is True
+    assert cpu_has_native_bf16(SAPPHIRE_RAPIDS_FLAGS) is True
+    assert cpu_has_native_bf16(AVX2_FLAGS) is False
+    assert cpu_has_native_bf16("processor\t: 0\nFeatures\t: fp asimd\n") is None  # no x86 flags line: unknown
+    assert cpu_has_native_bf16() in (True, False, None)  # this machine's own /proc/cpuinfo, whatever it has
+
+
+def test_bf16_on_a_cpu_without_it_is_warned_about():
+    cpu = torch.device("cpu")
+
+    warning = check_cpu_precision(cpu, "bf16", AVX2_FLAGS)
+
+    assert "without native bf16" in warning and "'fp32'" in warning
+    assert check_cpu_precision(cpu, "bf16", ZEN4_FLAGS) is None
+    assert check_cpu_precision(cpu, "auto", AVX2_FLAGS) is None  # auto is fp32 on a CPU
+    assert check_cpu_precision(cpu, "fp32", ZEN4_FLAGS) is None  # fp32 is never wrong, only slower there
+    assert check_cpu_precision(cpu, "bf16", "no flags at all") is None  # unknown CPU: no guess
+    assert check_cpu_precision(torch.device("cuda"), "bf16", AVX2_FLAGS) is None
+
+
+def test_training_records_the_precision_it_ran_and_warns_about_emulated_bf16(tiny_config, monkeypatch, caplog):
+    monkeypatch.setattr(model_module, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+
+    with caplog.at_level(logging.WARNING, logger="rewardmodel.core.train"):
+        emulated = train(dataclasses.replace(tiny_config, precision="bf16"), marker_pairs(8))
+    plain = train(tiny_config, marker_pairs(8))
+
+    assert emulated.metrics["train"]["precision"] == "bf16"
+    assert plain.metrics["train"]["precision"] == "fp32"  # "auto" on a CPU
+    assert [r.getMessage() for r in caplog.records if "without native bf16" in r.getMessage()]
