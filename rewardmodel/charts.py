@@ -63,7 +63,7 @@ class AccuracyChart:
 
     @property
     def empty(self) -> bool:
-        return not self.points
+        return not self.points and not self.reference_points
 
     @property
     def line(self) -> str:
@@ -94,14 +94,20 @@ def accuracy_chart(versions: Iterable, *, width: int = 640, height: int = 260) -
     """Geometry of the accuracy-over-versions chart.
 
     `versions`: objects with .version, .status, .accuracy, .n and .reference_accuracy
-    (status.VersionRow), in any order. Versions without a held-out accuracy (failed,
-    still training, or trained without held-out judgments) are left out of the plot.
+    (status.VersionRow), in any order. Versions with neither a held-out accuracy nor an
+    accuracy against imported reference labels (failed, still training) are left out.
+    A project bootstrapped from a labeled dataset has only the second until raters have
+    judged enough: then the chart is the reference line alone.
     """
     versions = list(versions)
-    evaluated = sorted((v for v in versions if _finite(v.accuracy)), key=lambda v: v.version)
+    plotted = sorted(
+        (v for v in versions if _finite(v.accuracy) or _finite(getattr(v, "reference_accuracy", None))),
+        key=lambda v: v.version,
+    )
+    evaluated = [v for v in plotted if _finite(v.accuracy)]
     left, right, top, bottom = 56.0, width - 20.0, 16.0, height - 48.0
     title = "Held-out accuracy by reward-model version"
-    if not evaluated:
+    if not plotted:
         message = (
             "No versions yet: the chart appears once a first version has been trained and evaluated."
             if not versions
@@ -109,7 +115,7 @@ def accuracy_chart(versions: Iterable, *, width: int = 640, height: int = 260) -
         )
         return AccuracyChart(width, height, left, right, top, bottom, [], [], [], [], None, title, message, message)
 
-    numbers = [v.version for v in evaluated]
+    numbers = [v.version for v in plotted]
     v_min, v_max = min(numbers), max(numbers)
     pad = 16.0  # keeps the first and last point off the axes
 
@@ -119,7 +125,7 @@ def accuracy_chart(versions: Iterable, *, width: int = 640, height: int = 260) -
         return left + pad + (version - v_min) / (v_max - v_min) * (right - left - 2 * pad)
 
     halves = {v.version: binomial_half_width(v.accuracy, v.n) or 0.0 for v in evaluated}
-    references = [v for v in evaluated if _finite(getattr(v, "reference_accuracy", None))]
+    references = [v for v in plotted if _finite(getattr(v, "reference_accuracy", None))]
     shown = [CHANCE]
     shown += [min(1.0, v.accuracy + halves[v.version]) for v in evaluated]
     shown += [max(0.0, v.accuracy - halves[v.version]) for v in evaluated]
@@ -154,8 +160,10 @@ def accuracy_chart(versions: Iterable, *, width: int = 640, height: int = 260) -
             y=round(y_of(v.reference_accuracy), 2),
             y_low=None,
             y_high=None,
-            active=False,
-            label=f"v{v.version}: {_pct(v.reference_accuracy)} agreement with the imported reference labels",
+            # Marked here only when the held-out line has no point for the active version.
+            active=v.status == "active" and not _finite(v.accuracy),
+            label=f"v{v.version}: {_pct(v.reference_accuracy)} agreement with the imported reference labels"
+            + (" — active" if v.status == "active" else ""),
         )
         for v in references
     ]
@@ -219,18 +227,29 @@ def _polyline(points: list[Point]) -> str:
 
 
 def _describe(evaluated, references) -> str:
-    first, last = evaluated[0], evaluated[-1]
-    best = max(evaluated, key=lambda v: v.accuracy)
-    words = [
-        f"{len(evaluated)} evaluated version{'s' if len(evaluated) != 1 else ''}.",
-        f"v{first.version}: {_pct(first.accuracy)}." if first is not last else "",
-        f"Latest, v{last.version}: {_pct(last.accuracy)}.",
-        f"Best, v{best.version}: {_pct(best.accuracy)}." if len(evaluated) > 2 else "",
-    ]
-    active = next((v for v in evaluated if v.status == "active"), None)
-    words.append(f"Active: v{active.version} at {_pct(active.accuracy)}." if active else "No version is active.")
-    if references:
-        words.append(f"A second, dashed line shows agreement with imported reference labels ({len(references)}).")
+    words = []
+    if evaluated:
+        first, last = evaluated[0], evaluated[-1]
+        best = max(evaluated, key=lambda v: v.accuracy)
+        words += [
+            f"{len(evaluated)} evaluated version{'s' if len(evaluated) != 1 else ''}.",
+            f"v{first.version}: {_pct(first.accuracy)}." if first is not last else "",
+            f"Latest, v{last.version}: {_pct(last.accuracy)}.",
+            f"Best, v{best.version}: {_pct(best.accuracy)}." if len(evaluated) > 2 else "",
+        ]
+        active = next((v for v in evaluated if v.status == "active"), None)
+        words.append(f"Active: v{active.version} at {_pct(active.accuracy)}." if active else "No version is active.")
+        if references:
+            words.append(f"A second, dashed line shows agreement with imported reference labels ({len(references)}).")
+    else:
+        last = references[-1]
+        active = next((v for v in references if v.status == "active"), None)
+        words += [
+            "No version has a held-out accuracy on raters' judgments yet.",
+            f"Agreement with imported reference labels, {len(references)} "
+            f"version{'s' if len(references) != 1 else ''}; latest, v{last.version}: {_pct(last.reference_accuracy)}.",
+            f"Active: v{active.version} at {_pct(active.reference_accuracy)}." if active else "No version is active.",
+        ]
     words.append("Chance is 50%.")
     return " ".join(w for w in words if w)
 

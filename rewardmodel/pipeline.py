@@ -357,20 +357,35 @@ def _heads(reward):
 
 def activate_if_not_worse(version: RewardModelVersion) -> bool:
     """Activate unless held-out accuracy is worse than the active version's
-    by more than the project's tolerance. The first version always activates."""
+    by more than the project's tolerance. The first version always activates.
+
+    Accuracy on the raters' held-out judgments is compared when both versions
+    have it; otherwise accuracy on the held-out imported reference labels (a
+    project bootstrapped from a labeled dataset, before raters have judged
+    enough); with neither measured on both, the new version activates."""
     project = version.project
     active = RewardModelVersion.objects.filter(project=project, status=RewardModelVersion.Status.ACTIVE).first()
     if active is not None:
-        new_acc = version.metrics.get("accuracy")
-        old_acc = active.metrics.get("accuracy")
-        if new_acc is not None and old_acc is not None and new_acc < old_acc - project.activation_tolerance:
-            RewardModelVersion.objects.filter(pk=version.pk).update(
-                error=f"Not activated: held-out accuracy {new_acc:.3f} is below the active v{active.version}'s "
-                f"{old_acc:.3f} by more than the tolerance {project.activation_tolerance:.3f}."
-            )
-            return False
+        compared = comparable_accuracy(version.metrics, active.metrics)
+        if compared is not None:
+            what, new_acc, old_acc = compared
+            if new_acc < old_acc - project.activation_tolerance:
+                RewardModelVersion.objects.filter(pk=version.pk).update(
+                    error=f"Not activated: {what} {new_acc:.3f} is below the active v{active.version}'s "
+                    f"{old_acc:.3f} by more than the tolerance {project.activation_tolerance:.3f}."
+                )
+                return False
     activate(version)
     return True
+
+
+def comparable_accuracy(new: dict, old: dict) -> tuple[str, float, float] | None:
+    """(what was compared, new, old): the first accuracy both metrics dicts have."""
+    for key, what in (("accuracy", "held-out accuracy"), ("reference_accuracy", "reference-label accuracy")):
+        new_acc, old_acc = (new or {}).get(key), (old or {}).get(key)
+        if isinstance(new_acc, (int, float)) and isinstance(old_acc, (int, float)):
+            return what, float(new_acc), float(old_acc)
+    return None
 
 
 def activate(version: RewardModelVersion) -> None:

@@ -89,6 +89,39 @@ def test_a_worse_version_is_not_activated(project, tiny_training):
     assert RewardModelVersion.objects.get(project=project, status="active").pk == first.pk
 
 
+def test_without_rater_accuracy_the_reference_label_accuracy_decides_activation(project):
+    # A project bootstrapped from imported labels: no held-out judgments yet, only reference_* metrics.
+    project.activation_tolerance = 0.02
+    project.save()
+    active = RewardModelVersion.objects.create(
+        project=project, version=1, status="active", metrics={"reference_accuracy": 0.62, "reference_n": 300}
+    )
+    worse = RewardModelVersion.objects.create(
+        project=project, version=2, status="ready", metrics={"reference_accuracy": 0.55, "reference_n": 300}
+    )
+    close = RewardModelVersion.objects.create(
+        project=project, version=3, status="ready", metrics={"reference_accuracy": 0.61, "reference_n": 300}
+    )
+
+    assert not pipeline.activate_if_not_worse(worse)
+    worse.refresh_from_db()
+    assert worse.status == "ready"
+    assert "reference-label accuracy 0.550 is below the active v1's 0.620" in worse.error
+    assert pipeline.activate_if_not_worse(close)  # within the tolerance
+    active.refresh_from_db()
+    assert (active.status, RewardModelVersion.objects.get(status="active").version) == ("ready", 3)
+
+
+def test_rater_accuracy_is_compared_before_reference_accuracy():
+    compare = pipeline.comparable_accuracy
+    both_new = {"accuracy": 0.7, "reference_accuracy": 0.5}
+    both_old = {"accuracy": 0.6, "reference_accuracy": 0.9}
+    assert compare(both_new, both_old) == ("held-out accuracy", 0.7, 0.6)
+    assert compare({"reference_accuracy": 0.5}, both_old) == ("reference-label accuracy", 0.5, 0.9)
+    assert compare({"accuracy": 0.7}, {"reference_accuracy": 0.9}) is None  # nothing measured on both
+    assert compare({}, None) is None
+
+
 def test_too_little_data_is_said_plainly(project, tiny_training):
     outcome = retrain(project)
     assert outcome.status == "skipped"

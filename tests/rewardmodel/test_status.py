@@ -454,6 +454,33 @@ def test_the_chart_renders_well_formed_accessible_svg():
     assert len(svg.findall(f".//{SVG}polyline")) == 2  # accuracy, reference labels
 
 
+def test_a_project_with_only_reference_labels_gets_the_reference_line():
+    # Bootstrapped from an imported dataset: no rater held-out accuracy yet, only agreement with the labels.
+    rows = [
+        version_row(
+            RewardModelVersion(
+                version=n,
+                status=status,
+                metrics={"reference_accuracy": acc, "reference_n": 333},
+                created_at=timezone.now(),
+            ),
+            staff=True,
+        )
+        for n, status, acc in ((1, "ready", 0.58), (2, "active", 0.60))
+    ]
+
+    chart = accuracy_chart(rows)
+    svg = ET.fromstring(render_accuracy_chart(chart))
+
+    assert not chart.empty and chart.points == []
+    assert [(p.version, p.active) for p in chart.reference_points] == [(1, False), (2, True)]
+    assert chart.reference_points[1].y < chart.reference_points[0].y  # 60% above 58%
+    assert "No version has a held-out accuracy" in chart.description and "Active: v2 at 60.0%" in chart.description
+    assert len(svg.findall(f".//{SVG}polyline")) == 1  # the reference line alone
+    titles = [c.find(f"{SVG}title").text for c in svg.findall(f".//{SVG}circle")]
+    assert titles[1] == "v2: 60.0% agreement with the imported reference labels — active"
+
+
 def test_the_chart_without_versions_says_so():
     empty = accuracy_chart([])
     assert empty.empty
