@@ -307,6 +307,9 @@ class Judgment(models.Model):
         indexes = [
             models.Index(fields=["rater", "project", "created_at"], name="judgment_rater_idx"),
             models.Index(fields=["project", "created_at"], name="judgment_project_idx"),
+            # "Judgments since the last reward model" after every judgment: a range of this index, not a count of
+            # all the project's judgments (rewardmodel.pipeline.new_judgments_since_last_version).
+            models.Index(fields=["project", "id"], name="judgment_project_id_idx"),
         ]
 
     def __str__(self):

@@ -406,14 +406,28 @@ def refresh_pairs_for(project: Project, *, seed: int | None = None):
 
 
 def new_judgments_since_last_version(project: Project) -> int:
+    """Judgments recorded after the newest version (not failed) read its data.
+
+    Runs after every judgment, so it counts only the judgments above the last id
+    that version read (a range of the (project, id) index, at most about
+    retrain_every rows), never all of the project's judgments. A version still
+    queued has read nothing yet: every judgment counts. A version without that id
+    in its snapshot (made by hand) falls back to total minus its judgments_count."""
     latest = (
         RewardModelVersion.objects.filter(project=project)
         .exclude(status=RewardModelVersion.Status.FAILED)
         .order_by("-version")
-        .values_list("judgments_count", flat=True)
+        .values_list("data_snapshot", "judgments_count")
         .first()
     )
-    return Judgment.objects.filter(project=project).count() - (latest or 0)
+    judgments = Judgment.objects.filter(project=project)
+    if latest is None:
+        return judgments.count()
+    snapshot, judgments_count = latest
+    if isinstance(snapshot, dict) and "last_judgment_id" in snapshot:
+        last_id = snapshot["last_judgment_id"]  # None: that version read no judgments
+        return (judgments if last_id is None else judgments.filter(pk__gt=last_id)).count()
+    return judgments.count() - judgments_count
 
 
 def refresh_pairs_for_id(project_id: int):

@@ -18,6 +18,7 @@ from django_celery_beat.models import PeriodicTask
 
 from config.broker import filesystem_transport_options
 from labeling.models import Comparison, Judgment
+from rewardmodel import pipeline
 from rewardmodel.charts import accuracy_chart, render_accuracy_chart
 from rewardmodel.models import ProjectLoop, RewardModelVersion
 from rewardmodel.status import project_status, scheduled_tasks, version_row
@@ -345,6 +346,35 @@ def test_the_status_counts_judgments_since_the_last_version_and_the_queue(projec
     assert status.acquisition.open_by_selected_by == {"uncertainty": 2, "exploration": 1}
     assert [item.priority for item in status.acquisition.top] == [0.9, 0.5, 0.2]
     assert status.active.version == 1 and status.training is None and not status.busy
+
+
+def test_new_judgments_are_counted_above_the_last_one_the_version_read(project, alice):
+    def judge():
+        return Judgment.objects.create(
+            comparison=ComparisonFactory(prompt__project=project),
+            rater=alice,
+            project=project,
+            outcome="a",
+            strength=1,
+            time_spent_ms=500,
+            left="a",
+        )
+
+    old = [judge() for _ in range(3)]
+    version = make_version(project, 1, "active", accuracy=0.6, judgments_count=3)
+    RewardModelVersion.objects.filter(pk=version.pk).update(
+        data_snapshot={"judgments": 3, "last_judgment_id": old[-1].pk}
+    )
+    judge(), judge()
+    old[0].delete()  # deleting what the version read is not a new judgment
+
+    with CaptureQueriesContext(connection) as queries:
+        assert pipeline.new_judgments_since_last_version(project) == 2
+    count = next(q["sql"] for q in queries.captured_queries if "COUNT(*)" in q["sql"].upper())
+    assert f'"id" > {old[-1].pk}' in count  # a range above the last id read, not every judgment
+
+    RewardModelVersion.objects.create(project=project, version=2, status="queued")  # has read nothing yet
+    assert pipeline.new_judgments_since_last_version(project) == 4
 
 
 def test_the_training_estimates_the_time_left(project):
