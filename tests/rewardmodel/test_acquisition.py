@@ -4,10 +4,11 @@ rewards, the ordering with its exploration share, and the database refresh."""
 import doctest
 import itertools
 import math
+import threading
 
 import numpy as np
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, connections
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
@@ -449,17 +450,39 @@ def test_it_rejects_a_version_of_another_project(project):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_leaves_the_old_queue_when_the_write_fails_midway(project, monkeypatch):
+def test_a_failed_insert_leaves_the_old_queue(project, monkeypatch):
     project.acquisition = "uncertainty"
     project.pair_budget = 5
     project.save()
     version = RewardModelVersion.objects.create(project=project, version=1, status="active")
-    for gap in (0.1, 1.0, 2.0, 3.0):
+    for gap in (0.1, 1.0, 2.0):
         compare(project, *responses_with_rewards(project, version, [0.0, gap]), priority=gap)
     responses_with_rewards(project, version, [0.0, 0.5])  # an unlabelled pair
     done = compare(project, *responses_with_rewards(project, version, [0.0, 1.0]), status="complete")
     before = list(Comparison.objects.order_by("pk").values_list("pk", "priority", "selected_by", "status"))
 
+    def insert_fails(*args, **kwargs):
+        raise IntegrityError("a pair imported meanwhile")
+
+    monkeypatch.setattr(Comparison.objects, "bulk_create", insert_fails)
+    with pytest.raises(IntegrityError):
+        refresh_pairs(project=project, seed=0)
+
+    assert list(Comparison.objects.order_by("pk").values_list("pk", "priority", "selected_by", "status")) == before
+    assert Comparison.objects.get(pk=done.pk).status == "complete"  # the retirement rolled back with it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_that_fails_midway_leaves_a_queue_partly_refreshed(project, monkeypatch):
+    project.acquisition = "uncertainty"
+    project.exploration_share = 0.0
+    project.save()
+    version = RewardModelVersion.objects.create(project=project, version=1, status="active")
+    comparisons = [
+        compare(project, *responses_with_rewards(project, version, [0.0, gap]), priority=gap)
+        for gap in (0.1, 1.0, 2.0, 3.0)
+    ]
+    done = compare(project, *responses_with_rewards(project, version, [0.0, 1.0]), status="complete")
     real_update = acquisition._update_batch
     calls = []
 
@@ -474,6 +497,48 @@ def test_it_leaves_the_old_queue_when_the_write_fails_midway(project, monkeypatc
     with pytest.raises(RuntimeError, match="went away"):
         refresh_pairs(project=project, seed=0)
 
-    assert len(calls) == 2  # the first batch was written, then rolled back
-    assert list(Comparison.objects.order_by("pk").values_list("pk", "priority", "selected_by", "status")) == before
-    assert Comparison.objects.get(pk=done.pk).status == "complete"
+    assert len(calls) == 2
+    priorities = dict(Comparison.objects.filter(status="open").values_list("pk", "priority"))
+    nearest, second, third, farthest = comparisons  # uncertainty ranks the nearest tie first
+    # The best two got their new priorities (committed); the other two keep their old ones.
+    assert (priorities[nearest.pk], priorities[second.pk]) == (1.0, 0.75)
+    assert (priorities[third.pk], priorities[farthest.pk]) == (2.0, 3.0)
+    assert Comparison.objects.get(pk=done.pk).status == "retired"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_raters_still_get_the_top_task_while_priorities_are_written(project, alice, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks and SKIP LOCKED need PostgreSQL (SQLite locks the whole file)")
+    project.acquisition = "uncertainty"
+    project.exploration_share = 0.0
+    project.save()
+    version = RewardModelVersion.objects.create(project=project, version=1, status="active")
+    comparisons = [
+        compare(project, *responses_with_rewards(project, version, [0.0, gap]), priority=gap)
+        for gap in (0.1, 1.0, 2.0, 3.0)
+    ]
+    real_update = acquisition._update_batch
+    served = []
+
+    def ask_for_a_task_from_another_connection():
+        try:
+            assignment = next_comparison_for(rater=alice, project=project)
+            served.append(assignment and assignment.comparison_id)
+        finally:
+            connections.close_all()
+
+    def second_batch_asks(*args):
+        real_update(*args)
+        if args[1] == [comparisons[2].pk, comparisons[3].pk]:
+            # The second batch's rows are locked now, by this uncommitted UPDATE.
+            rater = threading.Thread(target=ask_for_a_task_from_another_connection)
+            rater.start()
+            rater.join(timeout=30)
+
+    monkeypatch.setattr(acquisition, "_BATCH_SIZE", 2)
+    monkeypatch.setattr(acquisition, "_update_batch", second_batch_asks)
+    refresh_pairs(project=project, seed=0)
+
+    # Under one long transaction every open comparison was locked here and the rater got None.
+    assert served == [comparisons[0].pk]  # the new top of the queue, written and released by the first batch
