@@ -49,18 +49,21 @@ queue. The heads needed for either are the same, so nothing is lost.
 
 Speed: three SELECTs (the active version, the responses with their rewards,
 the comparisons) load everything as tuples into numpy arrays (no model
-instances); scoring is vectorised; the write is one transaction with a bulk
-UPDATE (PostgreSQL: UPDATE ... FROM unnest(arrays), one statement per 10,000
-rows; SQLite: executemany of a primary-key UPDATE). See
-benchmarks/refresh_pairs.py for figures against Django's bulk_update.
+instances); scoring is vectorised; the writes are bulk: retiring and creating
+in one transaction, then the priorities (PostgreSQL: UPDATE ... FROM
+unnest(arrays), one statement per 2,000 rows; SQLite: executemany of a
+primary-key UPDATE). See benchmarks/refresh_pairs.py for figures against
+Django's bulk_update.
 
-Locks: on PostgreSQL the UPDATE holds the row lock of every open comparison
-it has rewritten until commit. Meanwhile the assignment engine (SKIP LOCKED)
-serves rows not yet rewritten, and a judgment on a rewritten row waits for the
-commit. So all reading and scoring happens before the transaction, and the
-long UPDATE is its last statement: rows stay locked for at most the UPDATE's
-own time (a few seconds for 100,000 rows on a busy 2-core machine, see the
-benchmark). Keep refresh_pairs out of any longer transaction of the caller's.
+Locks: on PostgreSQL an UPDATE holds the row lock of every comparison it has
+rewritten until its transaction commits, and the assignment engine's SKIP
+LOCKED passes over locked rows. So all reading and scoring happens before any
+write, and the priorities are written best first, each batch of 2,000 in its
+own transaction: a row is locked ~0.1 s, and a rater asking for a task
+mid-refresh gets the new top of the queue (one transaction for all 100,000
+held every open row for ~5 s, and such a rater was told there was nothing to
+do). The price: a refresh that fails half-way leaves the queue partly
+re-prioritised, which the next refresh completes. Keep refresh_pairs out of any longer transaction of the caller's.
 """
 
 import json
