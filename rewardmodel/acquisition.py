@@ -63,7 +63,9 @@ own transaction: a row is locked ~0.1 s, and a rater asking for a task
 mid-refresh gets the new top of the queue (one transaction for all 100,000
 held every open row for ~5 s, and such a rater was told there was nothing to
 do). The price: a refresh that fails half-way leaves the queue partly
-re-prioritised, which the next refresh completes. Keep refresh_pairs out of any longer transaction of the caller's.
+re-prioritised, which the next refresh completes. Keep refresh_pairs out of
+any longer transaction of the caller's: inside one, the batches' locks last
+until the caller commits.
 """
 
 import json
