@@ -267,7 +267,19 @@ def _run_steps(version: RewardModelVersion, *, owner: str, include_reference_lab
         activated = activate_if_not_worse(version)
         lap("activate")
         if activated:
-            refresh_pairs_for(project)
+            try:
+                refresh_pairs_for(project)
+            except OperationalError:
+                raise
+            except Exception as error:
+                # The new version serves already; only the queue's order is
+                # stale. Marking the version failed would leave no version
+                # serving at all (activation retired the previous one).
+                log.exception("refreshing the pairs of %s after activating %s failed", project.slug, version)
+                RewardModelVersion.objects.filter(pk=version.pk).update(
+                    error=f"Activated, but refreshing the pairs failed: {_plain_error(error)}. "
+                    "Refresh them from the status page."
+                )
             lap("refresh_pairs")
         version.refresh_from_db()
         if version.status == RewardModelVersion.Status.TRAINING:

@@ -44,6 +44,22 @@ def test_it_trains_evaluates_scores_activates_and_refreshes(project, tiny_traini
     assert any(Comparison.objects.filter(project=project).exclude(selected_by="").values_list("pk", flat=True))
 
 
+def test_a_failed_refresh_after_activation_keeps_the_new_version_serving(project, tiny_training, monkeypatch):
+    marker_project(project)
+
+    def refresh_fails(project, **kwargs):
+        raise RuntimeError("numpy ran out of memory")
+
+    monkeypatch.setattr(pipeline, "refresh_pairs_for", refresh_fails)
+    outcome = retrain(project)
+
+    assert outcome.status == "trained"
+    version = RewardModelVersion.objects.get(project=project)
+    assert version.status == RewardModelVersion.Status.ACTIVE  # not "failed": that would leave nothing serving
+    assert "refreshing the pairs failed: RuntimeError: numpy ran out of memory" in version.error
+    assert ResponseReward.objects.filter(version=version).exists()
+
+
 def test_the_model_learns_what_raters_prefer(project, tiny_training):
     tiny_training.REWARD_MODEL_TRAINING = {**tiny_training.REWARD_MODEL_TRAINING, "epochs": 8}
     marker_project(project, prompts=40)
