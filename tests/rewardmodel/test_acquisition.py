@@ -472,16 +472,22 @@ def test_a_failed_insert_leaves_the_old_queue(project, monkeypatch):
     assert Comparison.objects.get(pk=done.pk).status == "complete"  # the retirement rolled back with it
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_write_that_fails_midway_leaves_a_queue_partly_refreshed(project, monkeypatch):
+def four_open_comparisons(project):
+    """An active version and four open comparisons that uncertainty ranks in this order (nearest tie first),
+    each with its reward gap as its old priority."""
     project.acquisition = "uncertainty"
     project.exploration_share = 0.0
     project.save()
     version = RewardModelVersion.objects.create(project=project, version=1, status="active")
-    comparisons = [
+    return version, [
         compare(project, *responses_with_rewards(project, version, [0.0, gap]), priority=gap)
         for gap in (0.1, 1.0, 2.0, 3.0)
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_that_fails_midway_leaves_a_queue_partly_refreshed(project, monkeypatch):
+    version, comparisons = four_open_comparisons(project)
     done = compare(project, *responses_with_rewards(project, version, [0.0, 1.0]), status="complete")
     real_update = acquisition._update_batch
     calls = []
@@ -510,14 +516,7 @@ def test_a_write_that_fails_midway_leaves_a_queue_partly_refreshed(project, monk
 def test_raters_still_get_the_top_task_while_priorities_are_written(project, alice, monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("row locks and SKIP LOCKED need PostgreSQL (SQLite locks the whole file)")
-    project.acquisition = "uncertainty"
-    project.exploration_share = 0.0
-    project.save()
-    version = RewardModelVersion.objects.create(project=project, version=1, status="active")
-    comparisons = [
-        compare(project, *responses_with_rewards(project, version, [0.0, gap]), priority=gap)
-        for gap in (0.1, 1.0, 2.0, 3.0)
-    ]
+    _version, comparisons = four_open_comparisons(project)
     real_update = acquisition._update_batch
     served = []
 
