@@ -279,13 +279,7 @@ def refresh_pairs(
         # A pair imported between our read and this insert violates the unique
         # pair constraint: this transaction rolls back, old queue intact.
         Comparison.objects.bulk_create(new_comparisons, batch_size=1000)
-    # Then the open comparisons' new priorities, best first, in short
-    # transactions. One transaction would hold every open comparison's row
-    # lock until its end (~5 s at 100,000 on PostgreSQL): raters asking for a
-    # task (SELECT ... SKIP LOCKED) would pass over all of them and be told
-    # there is nothing to do, and judgments on them would wait. A refresh that
-    # stops half-way leaves the queue ordered partly by the new priorities and
-    # partly by the old ones: still a queue, and the next refresh finishes it.
+    # Then the priorities, best first, in short transactions ("Locks" above).
     _set_priorities(ids=update_ids, priorities=priorities[~is_new].tolist(), selected_by=reasons[~is_new].tolist())
 
     result = RefreshResult(

@@ -12,6 +12,7 @@ retry (they are the transient kind); everything else is final for that version.
 """
 
 import logging
+import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -394,10 +395,18 @@ def activate_if_not_worse(version: RewardModelVersion) -> bool:
 def comparable_accuracy(new: dict, old: dict) -> tuple[str, float, float] | None:
     """(what was compared, new, old): the first accuracy both metrics dicts have."""
     for key, what in (("accuracy", "held-out accuracy"), ("reference_accuracy", "reference-label accuracy")):
-        new_acc, old_acc = (new or {}).get(key), (old or {}).get(key)
-        if isinstance(new_acc, (int, float)) and isinstance(old_acc, (int, float)):
-            return what, float(new_acc), float(old_acc)
+        new_acc, old_acc = finite_number((new or {}).get(key)), finite_number((old or {}).get(key))
+        if new_acc is not None and old_acc is not None:
+            return what, new_acc, old_acc
     return None
+
+
+def finite_number(value) -> float | None:
+    """A metric read back from JSON as a float, or None when it is missing, not a number or not finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def activate(version: RewardModelVersion) -> None:
@@ -432,14 +441,12 @@ def new_judgments_since_last_version(project: Project) -> int:
         .values_list("data_snapshot", "judgments_count")
         .first()
     )
+    snapshot, judgments_read = latest or ({}, 0)
     judgments = Judgment.objects.filter(project=project)
-    if latest is None:
-        return judgments.count()
-    snapshot, judgments_count = latest
     if isinstance(snapshot, dict) and "last_judgment_id" in snapshot:
         last_id = snapshot["last_judgment_id"]  # None: that version read no judgments
         return (judgments if last_id is None else judgments.filter(pk__gt=last_id)).count()
-    return judgments.count() - judgments_count
+    return judgments.count() - judgments_read
 
 
 def refresh_pairs_for_id(project_id: int):

@@ -23,7 +23,7 @@ from django_celery_beat.models import PeriodicTask
 
 from labeling.models import Comparison, Project
 from rewardmodel.models import ProjectLoop, RewardModelVersion
-from rewardmodel.pipeline import new_judgments_since_last_version
+from rewardmodel.pipeline import finite_number, new_judgments_since_last_version
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class VersionRow:
 
     @property
     def accuracy(self) -> float | None:
-        return _number(self.metrics.get("accuracy"))
+        return finite_number(self.metrics.get("accuracy"))
 
     @property
     def accuracy_interval(self) -> float | None:
@@ -96,11 +96,11 @@ class VersionRow:
 
     @property
     def log_loss(self) -> float | None:
-        return _number(self.metrics.get("log_loss"))
+        return finite_number(self.metrics.get("log_loss"))
 
     @property
     def ece(self) -> float | None:
-        return _number(self.metrics.get("ece"))
+        return finite_number(self.metrics.get("ece"))
 
     @property
     def n(self) -> int | None:
@@ -109,7 +109,7 @@ class VersionRow:
 
     @property
     def reference_accuracy(self) -> float | None:
-        return _number(self.metrics.get("reference_accuracy"))
+        return finite_number(self.metrics.get("reference_accuracy"))
 
     @property
     def reference_accuracy_percent(self) -> float | None:
@@ -314,7 +314,7 @@ def version_row(version: RewardModelVersion, *, staff: bool) -> VersionRow:
         error=version.error if staff else plain_error(version),
         step=version.progress_step,
         total=version.progress_total,
-        loss=_number(version.progress_loss),
+        loss=finite_number(version.progress_loss),
         created_at=version.created_at,
         started_at=version.started_at,
         finished_at=version.finished_at,
@@ -448,13 +448,6 @@ def _next_run(task: PeriodicTask, now: datetime) -> datetime | None:
         start, delta, _ = task.crontab.schedule.remaining_delta(task.last_run_at or now)
         return start + delta
     return None
-
-
-def _number(value) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 # --- what the page's buttons start ------------------------------------------
