@@ -43,7 +43,7 @@ from django.db import connection, transaction  # noqa: E402
 
 from labeling.models import Comparison, Project, Prompt, Response  # noqa: E402
 from rewardmodel import acquisition  # noqa: E402
-from rewardmodel.models import ResponseReward, RewardModelVersion  # noqa: E402
+from rewardmodel.models import LoopSettings, ResponseReward, RewardModelVersion, Strategy  # noqa: E402
 
 HEADS = 5
 RESPONSES_PER_PROMPT = 4
@@ -60,13 +60,8 @@ def sha(text: str) -> str:
 def build(*, prompts: int, pair_budget: int, seed: int) -> Project:
     rng = np.random.default_rng(seed)
     tag = f"{os.getpid()}-{time.time_ns()}"
-    project = Project.objects.create(
-        name="Refresh benchmark",
-        slug=f"bench-refresh-{tag}",
-        overlap=3,
-        pair_budget=pair_budget,
-        exploration_share=0.1,
-    )
+    project = Project.objects.create(name="Refresh benchmark", slug=f"bench-refresh-{tag}", overlap=3)
+    LoopSettings.objects.create(project=project, pair_budget=pair_budget, exploration_share=0.1)
     prompt_rows = Prompt.objects.bulk_create(
         (
             Prompt(
@@ -99,7 +94,7 @@ def build(*, prompts: int, pair_budget: int, seed: int) -> Project:
                     prompt=prompt,
                     response_a=a,
                     response_b=b,
-                    selected_by="import",
+                    selected_by=Comparison.SelectedBy.IMPORT,
                     status=Comparison.Status.COMPLETE if complete else Comparison.Status.OPEN,
                     judgments_count=project.overlap if complete else 0,
                 )
@@ -139,6 +134,7 @@ def drop(project: Project) -> None:
         Comparison.objects.filter(project=project)._raw_delete(connection.alias)
         Response.objects.filter(prompt__project=project)._raw_delete(connection.alias)
         Prompt.objects.filter(project=project)._raw_delete(connection.alias)
+        LoopSettings.objects.filter(project=project)._raw_delete(connection.alias)
         Project.objects.filter(pk=project.pk)._raw_delete(connection.alias)
 
 
@@ -188,13 +184,13 @@ def main() -> None:
     try:
         print(f"\n{'refresh_pairs':<14}{'scored':>9}{'updated':>9}{'created':>9}{'retired':>9}{'explore':>9}"
               f"{'seconds':>9}{'pairs/s':>10}")
-        for strategy in acquisition.STRATEGIES:
+        for strategy in Strategy:
             reset(project, max_id=max_id)
-            project.acquisition = strategy
-            project.save(update_fields=["acquisition"])
+            project.loop_settings.acquisition = strategy
+            project.loop_settings.save(update_fields=["acquisition"])
             r = acquisition.refresh_pairs(project=project, seed=1)
             print(
-                f"{strategy:<14}{r.comparisons_scored:>9,}{r.comparisons_updated:>9,}{r.comparisons_created:>9,}"
+                f"{strategy.value:<14}{r.comparisons_scored:>9,}{r.comparisons_updated:>9,}{r.comparisons_created:>9,}"
                 f"{r.comparisons_retired:>9,}{r.exploration_picks:>9,}{r.seconds:>9.2f}"
                 f"{r.comparisons_scored / r.seconds:>10,.0f}"
             )

@@ -121,7 +121,9 @@ def _forwarded(args, seed: int) -> list[str]:
 def _run_worker(args) -> dict:
     import torch
 
-    from rewardmodel.core import TrainConfig, evaluate, holdout_split
+    from rewardmodel.core.config import TrainConfig
+    from rewardmodel.core.evaluate import evaluate
+    from rewardmodel.core.examples import holdout_split
     from rewardmodel.core.jsonl import read_preferences
     from rewardmodel.core.model import resolve_device
 
@@ -167,7 +169,7 @@ def _run_worker(args) -> dict:
 
 
 def _train_ours(config, train_examples):
-    from rewardmodel.core import train
+    from rewardmodel.core.train import train
 
     result = train(config, train_examples)
     return result.model, result.tokenizer, result.metrics["train"]["seconds"]

@@ -9,8 +9,7 @@ Judgments and leases are records of what happened: nobody edits them here.
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -19,6 +18,8 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from labeling import exporting, importing
+from labeling.comparisons import reopen_comparisons, retire_comparisons
+from labeling.judgments import delete_judgments
 from labeling.models import Assignment, Comparison, Judgment, Project, Prompt, Response
 
 
@@ -223,16 +224,13 @@ class ComparisonAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retire selected comparisons (no more judgments)", permissions=["change"])
     def retire(self, request, queryset):
-        changed = queryset.update(status=Comparison.Status.RETIRED)
-        self.message_user(request, f"Retired {changed} comparisons.", messages.SUCCESS)
+        retired = retire_comparisons(comparison_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Retired {retired} comparisons.", messages.SUCCESS)
 
     @admin.action(description="Reopen selected retired comparisons", permissions=["change"])
     def reopen(self, request, queryset):
-        retired = queryset.filter(status=Comparison.Status.RETIRED)
-        done = retired.filter(judgments_count__gte=F("project__overlap")).values("pk")
-        complete = Comparison.objects.filter(pk__in=done).update(status=Comparison.Status.COMPLETE)
-        opened = retired.update(status=Comparison.Status.OPEN)
-        self.message_user(request, f"Reopened {opened + complete} comparisons.", messages.SUCCESS)
+        reopened = reopen_comparisons(comparison_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Reopened {reopened} comparisons.", messages.SUCCESS)
 
 
 class RecordAdmin(admin.ModelAdmin):
@@ -258,7 +256,6 @@ class AssignmentAdmin(RecordAdmin):
     show_full_result_count = False
 
 
-
 @admin.register(Judgment)
 class JudgmentAdmin(RecordAdmin):
     list_display = ["id", "rater", "project", "comparison_id", "outcome", "strength", "left", "time_spent_ms",
@@ -268,23 +265,10 @@ class JudgmentAdmin(RecordAdmin):
     list_select_related = ["rater", "project"]
     show_full_result_count = False
 
-
+    # Deleting a judgment changes its comparison's count (and maybe status):
+    # both go through the domain function that keeps them true.
     def delete_model(self, request, obj):
-        self.delete_queryset(request, Judgment.objects.filter(pk=obj.pk))
+        delete_judgments(judgment_ids=[obj.pk])
 
     def delete_queryset(self, request, queryset):
-        # A comparison's judgment count drives assignment; keep it true, and
-        # reopen a complete comparison that now needs judgments again.
-        with transaction.atomic():
-            comparison_ids = list(queryset.values_list("comparison_id", flat=True).distinct())
-            queryset.delete()
-            for comparison in (
-                Comparison.objects.select_for_update(of=("self",))
-                .filter(pk__in=comparison_ids)
-                .select_related("project")
-            ):
-                comparison.judgments_count = comparison.judgments.count()
-                if comparison.status != Comparison.Status.RETIRED:
-                    enough = comparison.judgments_count >= comparison.project.overlap
-                    comparison.status = Comparison.Status.COMPLETE if enough else Comparison.Status.OPEN
-                comparison.save(update_fields=["judgments_count", "status"])
+        delete_judgments(judgment_ids=queryset.values_list("pk", flat=True))

@@ -1,4 +1,4 @@
-"""Parsing the rater's form posts into the arguments of the domain functions.
+"""Parsing the rater's form posts into the inputs of the domain functions.
 
 The rules (which outcomes a project allows, when a strength is needed, what a
 criterion may say) live in judgments.py; these forms only turn strings into
@@ -10,7 +10,7 @@ import time
 
 from django import forms
 
-from labeling.judgments import MAX_RATIONALE, MAX_TIME_SPENT_MS
+from labeling.judgments import MAX_RATIONALE, MAX_TIME_SPENT_MS, JudgmentInput, allowed_outcomes
 from labeling.models import Judgment, Project
 
 # (value posted, label, keys shown on screen); the keys are handled in label.js.
@@ -65,9 +65,7 @@ class JudgmentForm(forms.Form):
     def __init__(self, *args, project: Project, **kwargs):
         super().__init__(*args, **kwargs)
         self.project = project
-        allowed = {"left", "right"} | ({"tie"} if project.allow_ties else set()) | (
-            {"both_bad"} if project.allow_both_bad else set()
-        )
+        allowed = allowed_outcomes(project)
         self.outcomes = [o for o in OUTCOMES if o[0] in allowed]
         self.fields["outcome"].choices = [(value, label) for value, label, _ in self.outcomes]
         # Criterion names are free text; field names use their position instead.
@@ -86,24 +84,23 @@ class JudgmentForm(forms.Form):
         # A measurement, not a claim: clamp rather than reject the judgment.
         return min(max(spent, 0), MAX_TIME_SPENT_MS)
 
-    def judgment_kwargs(self) -> dict:
+    def judgment_input(self) -> JudgmentInput:
         data = self.cleaned_data
         criteria = {
             name: data[f"criterion_{index}"]
             for index, name in enumerate(self.criteria)
             if data.get(f"criterion_{index}")
         }
-        return {
-            "comparison_id": data["comparison_id"],
-            "outcome": data["outcome"],
-            "strength": data["strength"],
-            "criteria": criteria,
-            "rationale": data["rationale"],
-            "flags": data["flags"],
-            "time_spent_ms": data["time_spent_ms"],
-            "shown_left": data.get("shown_left") or None,
-            "project": self.project,
-        }
+        return JudgmentInput(
+            comparison_id=data["comparison_id"],
+            outcome=data["outcome"],
+            strength=data["strength"],
+            criteria=criteria,
+            rationale=data["rationale"],
+            flags=data["flags"],
+            time_spent_ms=data["time_spent_ms"],
+            shown_left=data.get("shown_left") or None,
+        )
 
     def add_domain_errors(self, errors: dict[str, list[str]]) -> None:
         """Put InvalidJudgment's errors next to the fields they are about."""

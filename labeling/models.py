@@ -37,38 +37,6 @@ class Project(models.Model):
     allow_ties = models.BooleanField(default=True, help_text='Whether raters may answer "about the same".')
     allow_both_bad = models.BooleanField(default=True, help_text='Whether raters may answer "both are bad".')
     is_active = models.BooleanField(default=True, help_text="Inactive projects are hidden from raters.")
-    train_on_reference_labels = models.BooleanField(
-        default=False,
-        help_text="Bootstrap the reward model from imported reference labels (e.g. HH-RLHF): each counts like one "
-        "rater's judgment, alongside the raters' own.",
-    )
-    # The reward-model loop (rewardmodel/) reads these; labeling never acts on them.
-    retrain_every = models.PositiveIntegerField(
-        default=50,
-        help_text="Retrain the reward model after this many new judgments; 0 turns the trigger off.",
-    )
-    acquisition = models.CharField(
-        max_length=20,
-        choices=[
-            ("random", "Random"),
-            ("uncertainty", "Uncertainty: P(A beats B) closest to 0.5"),
-            ("ensemble", "Ensemble disagreement (epistemic uncertainty across reward heads)"),
-        ],
-        default="uncertainty",
-        help_text="How the loop decides which pairs raters see first once a reward model exists.",
-    )
-    exploration_share = models.FloatField(
-        default=0.1, help_text="Share of the queue's top slots given to random pairs, so the model is not only asked "
-        "about what it already thinks is close."
-    )
-    activation_tolerance = models.FloatField(
-        default=0.02,
-        help_text="A new model version is activated unless its held-out accuracy is worse than the active one's by "
-        "more than this.",
-    )
-    pair_budget = models.PositiveIntegerField(
-        default=200, help_text="At most this many new comparisons are created per refresh of candidate pairs."
-    )
     raters = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         blank=True,
@@ -83,10 +51,6 @@ class Project(models.Model):
             models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_at_least_one"),
             models.CheckConstraint(
                 condition=Q(lease_duration__gt=timedelta(0)), name="project_lease_duration_positive"
-            ),
-            models.CheckConstraint(
-                condition=Q(exploration_share__gte=0) & Q(exploration_share__lte=1),
-                name="project_exploration_share_in_0_1",
             ),
         ]
 
@@ -155,6 +119,15 @@ class Comparison(models.Model):
         B = "b", "B is better"
         TIE = "tie", "Tie"
 
+    class SelectedBy(models.TextChoices):
+        IMPORT = "import", "Import order"
+        # The reward-model loop's acquisition strategies (rewardmodel.models.Strategy uses these values)...
+        RANDOM = "random", "Random"
+        UNCERTAINTY = "uncertainty", "Uncertainty"
+        ENSEMBLE = "ensemble", "Ensemble disagreement"
+        # ...and a queue slot the loop gave to a random pick instead of its strategy's best.
+        EXPLORATION = "exploration", "Exploration"
+
     # Denormalised from prompt.project so that the assignment query reads one
     # table through one index.
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
@@ -166,9 +139,9 @@ class Comparison(models.Model):
     judgments_count = models.PositiveIntegerField(default=0, help_text="Judgments received so far.")
     selected_by = models.CharField(
         max_length=20,
+        choices=SelectedBy.choices,
         blank=True,
-        help_text='Why this pair is in the queue where it is: "import", "random", "uncertainty", "ensemble" or '
-        '"exploration" (set by the reward-model loop).',
+        help_text="Why this pair is in the queue where it is (the reward-model loop sets it on every refresh).",
     )
     reference_label = models.CharField(
         max_length=3,
@@ -308,7 +281,7 @@ class Judgment(models.Model):
             models.Index(fields=["rater", "project", "created_at"], name="judgment_rater_idx"),
             models.Index(fields=["project", "created_at"], name="judgment_project_idx"),
             # "Judgments since the last reward model" after every judgment: a range of this index, not a count of
-            # all the project's judgments (rewardmodel.pipeline.new_judgments_since_last_version).
+            # all the project's judgments (rewardmodel.loop.new_judgments_since_last_version).
             models.Index(fields=["project", "id"], name="judgment_project_id_idx"),
         ]
 

@@ -68,7 +68,7 @@ def judge(request, slug):
     if not form.is_valid():
         return _render_task(request, project, form=form, status=422)
     try:
-        record_judgment(rater=request.user, **form.judgment_kwargs())
+        record_judgment(rater=request.user, judgment=form.judgment_input(), project=project)
     except ComparisonNotFound:
         raise Http404("No such comparison in a project you can label.") from None
     except InvalidJudgment as error:

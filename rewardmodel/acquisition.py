@@ -9,10 +9,12 @@ scored the responses):
 3. the candidates are ordered into queue slots (best first, with a share of
    random picks, see `queue_order`); the open comparisons get
    priority = descending slot rank, and the best unlabelled candidates become
-   new comparisons, at most `project.pair_budget` of them;
+   new comparisons, at most `pair_budget` of them;
 4. complete comparisons are retired, so the open queue stays small.
 
-Strategies (Project.acquisition):
+Strategies (LoopSettings.acquisition, rewardmodel.models.Strategy; the settings
+are read through loop.loop_settings_for, so a project without a row ranks by
+the defaults):
 
 - "random": a uniformly random order. Also what every project gets while it has
   no active reward model, or the model scored none of its responses.
@@ -47,9 +49,9 @@ best response (a dueling bandit) rather than teaching the reward model where it
 is wrong, and it gives one pick per draw instead of a ranking of the whole
 queue. The heads needed for either are the same, so nothing is lost.
 
-Speed: three SELECTs (the active version, the responses with their rewards,
-the comparisons) load everything as tuples into numpy arrays (no model
-instances); scoring is vectorised; the writes are bulk: retiring and creating
+Speed: four SELECTs (the loop settings, the active version, the responses
+with their rewards, the comparisons) load everything as tuples into numpy
+arrays (no model instances); scoring is vectorised; the writes are bulk: retiring and creating
 in one transaction, then the priorities (PostgreSQL: UPDATE ... FROM
 unnest(arrays), one statement per 2,000 rows; SQLite: executemany of a
 primary-key UPDATE). See benchmarks/refresh_pairs.py for figures against
@@ -66,6 +68,11 @@ do). The price: a refresh that fails half-way leaves the queue partly
 re-prioritised, which the next refresh completes. Keep refresh_pairs out of
 any longer transaction of the caller's: inside one, the batches' locks last
 until the caller commits.
+
+Why one module of ~450 lines: it is one job, one refresh, and every part
+exists only for it. The scoring and ordering functions are pure numpy and are
+tested on their own, without a database; the rest loads and writes in bulk
+for them; and a seventh of the file is this docstring.
 """
 
 import json
@@ -80,15 +87,11 @@ from django.db.models import FilteredRelation, Q, TextField
 from django.db.models.functions import Cast
 
 from labeling.models import Comparison, Project, Response
-from rewardmodel.models import RewardModelVersion
+from rewardmodel.loop import loop_settings_for
+from rewardmodel.models import RewardModelVersion, Strategy
 
 logger = logging.getLogger(__name__)
 
-RANDOM = "random"
-UNCERTAINTY = "uncertainty"
-ENSEMBLE = "ensemble"
-EXPLORATION = "exploration"  # Comparison.selected_by of a slot given to a random pick
-STRATEGIES = (RANDOM, UNCERTAINTY, ENSEMBLE)
 
 # Rows per priority UPDATE, each in its own short transaction: big enough that
 # round trips do not matter, small enough that the rows it locks are held for
@@ -100,10 +103,10 @@ _BATCH_SIZE = 2_000
 
 @dataclass(frozen=True)
 class RefreshResult:
-    strategy: str  # the strategy that actually ranked the pairs (after fallbacks)
+    strategy: Strategy  # the strategy that actually ranked the pairs (after fallbacks)
     comparisons_scored: int  # candidates scored: open comparisons + unlabelled pairs
     comparisons_updated: int  # open comparisons given a new priority
-    comparisons_created: int  # new comparisons, at most project.pair_budget
+    comparisons_created: int  # new comparisons, at most the settings' pair_budget
     comparisons_retired: int  # complete comparisons moved to retired
     exploration_picks: int  # queue slots (updated or created) given to a random pick
     seconds: float  # wall time of the whole refresh
@@ -235,8 +238,9 @@ def refresh_pairs(
     random. The same data and seed give the same result.
     """
     started = time.perf_counter()
-    if project.acquisition not in STRATEGIES:
-        raise ValueError(f"Unknown acquisition strategy {project.acquisition!r}; expected one of {STRATEGIES}.")
+    settings = loop_settings_for(project)
+    if settings.acquisition not in Strategy.values:
+        raise ValueError(f"Unknown acquisition strategy {settings.acquisition!r}; expected one of {Strategy.values}.")
     if version is None:
         version = RewardModelVersion.objects.filter(
             project=project, status=RewardModelVersion.Status.ACTIVE
@@ -245,21 +249,25 @@ def refresh_pairs(
         raise ValueError(f"Reward model version {version.pk} belongs to another project.")
     rng = np.random.default_rng(seed)
 
-    wanted = project.acquisition if version is not None else RANDOM
+    wanted = Strategy(settings.acquisition) if version is not None else Strategy.RANDOM
     responses = _load_responses(
-        project=project, version=None if wanted == RANDOM else version, with_heads=wanted == ENSEMBLE
+        project=project,
+        version=None if wanted == Strategy.RANDOM else version,
+        with_heads=wanted == Strategy.ENSEMBLE,
     )
     candidates = _candidates(responses, _load_comparisons(project=project))
     strategy, scores = _score(wanted, responses, candidates, rng)
     # Under "random" every slot already is a random pick.
-    share = 0.0 if strategy == RANDOM else project.exploration_share
+    share = 0.0 if strategy == Strategy.RANDOM else settings.exploration_share
     order, explored = queue_order(
-        scores, exploration_share=share, rng=rng, new=candidates.is_new, budget=project.pair_budget
+        scores, exploration_share=share, rng=rng, new=candidates.is_new, budget=settings.pair_budget
     )
 
     n_slots = len(order)
     priorities = (n_slots - np.arange(n_slots)) / max(n_slots, 1)
-    reasons = np.where(explored, EXPLORATION, strategy)
+    # What each slot's comparison says about itself: the strategy's own value
+    # (Strategy's values are Comparison.SelectedBy's), or a random pick's.
+    reasons = np.where(explored, Comparison.SelectedBy.EXPLORATION.value, Comparison.SelectedBy(strategy).value)
     is_new = candidates.is_new[order]
     update_ids = candidates.comparison_ids[order[~is_new]].tolist()
     new_comparisons = _new_comparisons(
@@ -399,14 +407,16 @@ def _candidates(responses: _Responses, comparisons) -> _Candidates:
     )
 
 
-def _score(wanted: str, responses: _Responses, candidates: _Candidates, rng) -> tuple[str, np.ndarray]:
+def _score(
+    wanted: Strategy, responses: _Responses, candidates: _Candidates, rng
+) -> tuple[Strategy, np.ndarray]:
     rewards = np.append(responses.rewards, np.nan)  # index len(ids) = unknown response
-    if wanted == RANDOM or not np.isfinite(rewards).any():
-        return RANDOM, random_scores(len(candidates.a), rng)
-    if wanted == ENSEMBLE and responses.heads is not None:
+    if wanted == Strategy.RANDOM or not np.isfinite(rewards).any():
+        return Strategy.RANDOM, random_scores(len(candidates.a), rng)
+    if wanted == Strategy.ENSEMBLE and responses.heads is not None:
         heads = np.vstack([responses.heads, np.full((1, responses.heads.shape[1]), np.nan)])
-        return ENSEMBLE, ensemble_scores(heads[candidates.a], heads[candidates.b])
-    return UNCERTAINTY, uncertainty_scores(rewards[candidates.a], rewards[candidates.b])
+        return Strategy.ENSEMBLE, ensemble_scores(heads[candidates.a], heads[candidates.b])
+    return Strategy.UNCERTAINTY, uncertainty_scores(rewards[candidates.a], rewards[candidates.b])
 
 
 def _new_comparisons(*, project, responses: _Responses, a, b, priorities, reasons, rng) -> list[Comparison]:

@@ -1,13 +1,14 @@
-"""The reward-model loop in the Django admin: read-only records, and a few actions.
+"""The reward-model loop in the Django admin: its settings on each project,
+its buttons, and read-only records of what it did.
+
+The project's page gets the loop's settings as an inline and the changelist
+two actions, "Retrain now" and "Refresh pairs now": rewardmodel extends
+labeling's Project admin (it may import labeling; labeling never imports it)
+by registering a subclass in its place, as one extends the User admin.
 
 Versions and loop rows are records of what the pipeline did: nobody edits them
-here. What an admin may do goes through the same domain functions the status
-page uses: activate a ready version (pipeline.activate), ask for a retrain
-(triggers.request_retrain) or a refresh of the pairs (status.publish_refresh).
-
-"Retrain now" and "Refresh pairs now" live on the loop admin ("Project loops"),
-which lists one row per project: rows are created on demand, so a project that
-never triggered anything gets its (empty) row when the list is opened.
+here. Every action goes through the same functions the status page uses
+(rewardmodel.actions) and only says their outcome in words.
 """
 
 from django.contrib import admin, messages
@@ -15,10 +16,82 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils.html import format_html
 
+from labeling.admin import ProjectAdmin as LabelingProjectAdmin
 from labeling.models import Project
-from rewardmodel import pipeline, triggers
-from rewardmodel.models import ProjectLoop, RewardModelVersion
-from rewardmodel.status import publish_refresh
+from rewardmodel import actions
+from rewardmodel.actions import Handover
+from rewardmodel.activation import Activation, VersionNotReady
+from rewardmodel.models import LoopSettings, ProjectLoop, RewardModelVersion, Trigger
+
+BROKER_DOWN = "the task queue could not be reached ({error})"
+
+
+class LoopSettingsInline(admin.StackedInline):
+    """A project without a row runs on the defaults shown here; saving the project unchanged creates none."""
+
+    model = LoopSettings
+    can_delete = False
+    verbose_name = verbose_name_plural = "Reward-model loop"
+    fields = [
+        "retrain_every",
+        "acquisition",
+        "exploration_share",
+        "pair_budget",
+        "activation_tolerance",
+        "train_on_reference_labels",
+    ]
+
+
+admin.site.unregister(Project)
+
+
+@admin.register(Project)
+class ProjectAdmin(LabelingProjectAdmin):
+    inlines = [*LabelingProjectAdmin.inlines, LoopSettingsInline]
+    actions = [*(LabelingProjectAdmin.actions or ()), "retrain_now", "refresh_pairs_now"]
+
+    def has_loop_permission(self, request):
+        return request.user.has_perm("rewardmodel.change_projectloop")
+
+    @admin.action(description="Retrain the reward model now", permissions=["loop"])
+    def retrain_now(self, request, queryset):
+        outcomes = {outcome: [] for outcome in Handover}
+        for project in queryset:
+            requested = actions.request_retrain(project_id=project.pk, reason=Trigger.MANUAL)
+            outcomes[requested.outcome].append((project, requested.broker_error))
+        if outcomes[Handover.REQUESTED]:
+            self.message_user(
+                request, f"Retrain requested for {len(outcomes[Handover.REQUESTED])} project(s).", messages.SUCCESS
+            )
+        if outcomes[Handover.MERGED]:
+            self.message_user(
+                request,
+                f"{len(outcomes[Handover.MERGED])} project(s) already had a retrain pending; merged.",
+                messages.INFO,
+            )
+        for project, error in outcomes[Handover.BROKER_DOWN]:
+            self.message_user(
+                request,
+                f"{project}: {BROKER_DOWN.format(error=error)}; the retrain stays pending and the reconcile task "
+                "hands it over when the queue is back.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Refresh pairs now", permissions=["loop"])
+    def refresh_pairs_now(self, request, queryset):
+        sent = 0
+        for project in queryset:
+            requested = actions.request_refresh(project_id=project.pk)
+            if requested.outcome == Handover.BROKER_DOWN:
+                self.message_user(
+                    request,
+                    f"{project}: {BROKER_DOWN.format(error=requested.broker_error)}. Try again later.",
+                    messages.ERROR,
+                )
+            else:
+                sent += 1
+        if sent:
+            self.message_user(request, f"Refresh of the pairs requested for {sent} project(s).", messages.SUCCESS)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -91,30 +164,28 @@ class RewardModelVersionAdmin(ReadOnlyAdmin):
             self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
             return
         version = versions[0]
-        if version.status == RewardModelVersion.Status.ACTIVE:
+        try:
+            activated = actions.activate_version(version=version)
+        except VersionNotReady as error:
+            self.message_user(request, f"{version.project}: {error}", messages.ERROR)
+            return
+        if activated.activation == Activation.ALREADY_ACTIVE:
             self.message_user(request, f"{version.project} v{version.version} is already active.", messages.INFO)
             return
-        if version.status != RewardModelVersion.Status.READY:
-            self.message_user(
-                request,
-                f"{version.project} v{version.version} is {version.get_status_display().lower()}: "
-                "only a ready version can be activated.",
-                messages.ERROR,
-            )
-            return
-        pipeline.activate(version)
-        # The queue's priorities came from the previous version: re-rank with this one.
-        error = publish_refresh(project_id=version.project_id)
-        note = f" The pairs were not re-ranked: the task queue could not be reached ({error})." if error else ""
+        refresh = activated.refresh
+        refused = refresh.outcome == Handover.BROKER_DOWN
+        note = f" The pairs were not re-ranked: {BROKER_DOWN.format(error=refresh.broker_error)}." if refused else ""
         self.message_user(
             request,
             f"{version.project} v{version.version} is now active.{note}",
-            messages.WARNING if error else messages.SUCCESS,
+            messages.WARNING if refused else messages.SUCCESS,
         )
 
 
 @admin.register(ProjectLoop)
 class ProjectLoopAdmin(ReadOnlyAdmin):
+    """One row per project that has had a trigger or a training; Retrain/Refresh are actions on the projects."""
+
     list_display = [
         "project",
         "retrain_pending",
@@ -131,7 +202,6 @@ class ProjectLoopAdmin(ReadOnlyAdmin):
     list_select_related = ["project"]
     search_fields = ["project__name", "project__slug"]
     ordering = ["project__name"]
-    actions = ["retrain_now", "refresh_pairs_now"]
     readonly_fields = [
         "project",
         "retrain_pending",
@@ -144,19 +214,6 @@ class ProjectLoopAdmin(ReadOnlyAdmin):
         "lock_expires_at",
         "coalesced_triggers",
     ]
-
-    def changelist_view(self, request, extra_context=None):
-        # Loop rows appear on a project's first trigger; list every project so
-        # that a new one can be retrained from here too. One INSERT ... ON
-        # CONFLICT DO NOTHING, whatever the number of projects.
-        ProjectLoop.objects.bulk_create(
-            [
-                ProjectLoop(project_id=pk)
-                for pk in Project.objects.filter(reward_loop__isnull=True).values_list("pk", flat=True)
-            ],
-            ignore_conflicts=True,
-        )
-        return super().changelist_view(request, extra_context)
 
     @admin.display(description="Broker error")
     def broker_error(self, loop):
@@ -171,52 +228,3 @@ class ProjectLoopAdmin(ReadOnlyAdmin):
     @admin.display(description="Status page")
     def status_page(self, loop):
         return format_html('<a href="{}">{}</a>', reverse("rewardmodel:status", args=[loop.project.slug]), "Open")
-
-    def has_retrain_permission(self, request):
-        return request.user.has_perm("rewardmodel.change_projectloop")
-
-    @admin.action(description="Retrain now", permissions=["retrain"])
-    def retrain_now(self, request, queryset):
-        requested, merged = [], []
-        for loop in queryset.select_related("project"):
-            published = triggers.request_retrain(project_id=loop.project_id, reason="manual")
-            (requested if published else merged).append(loop.project_id)
-        failed = dict(
-            ProjectLoop.objects.filter(project_id__in=requested)
-            .exclude(enqueue_error="")
-            .values_list("project__name", "enqueue_error")
-        )
-        if len(requested) > len(failed):
-            self.message_user(
-                request, f"Retrain requested for {len(requested) - len(failed)} project(s).", messages.SUCCESS
-            )
-        if merged:
-            self.message_user(
-                request, f"{len(merged)} project(s) already had a retrain pending; merged.", messages.INFO
-            )
-        for name, error in failed.items():
-            self.message_user(
-                request,
-                f"{name}: the task queue could not be reached ({error}); the retrain stays pending and the "
-                "reconcile task hands it over when the queue is back.",
-                messages.WARNING,
-            )
-
-    def has_refresh_permission(self, request):
-        return request.user.has_perm("rewardmodel.change_projectloop")
-
-    @admin.action(description="Refresh pairs now", permissions=["refresh"])
-    def refresh_pairs_now(self, request, queryset):
-        sent = 0
-        for loop in queryset.select_related("project"):
-            error = publish_refresh(project_id=loop.project_id)
-            if error:
-                self.message_user(
-                    request,
-                    f"{loop.project}: the task queue could not be reached ({error}). Try again later.",
-                    messages.ERROR,
-                )
-            else:
-                sent += 1
-        if sent:
-            self.message_user(request, f"Refresh of the pairs requested for {sent} project(s).", messages.SUCCESS)

@@ -1,36 +1,33 @@
 """The reward-model API: versions, the loop's status, training progress, and scoring.
 
-Who may call what: every endpoint is for signed-in users (session or token) who
-may label the project, as labeling.access decides (staff: every active
-project; raters: the projects they are members of); anyone else gets 404.
+Who may call what: every endpoint is for signed-in users (session or token:
+REST_FRAMEWORK's defaults in settings) who may label the project, as
+labeling.access decides (staff: every active project; raters: the projects
+they are members of); anyone else gets 404.
 Raters get the same read-only view as on the status page (errors in plain
 words, no comparison queue). Scoring is open to the same people: raters may
 score too; it reveals nothing about other raters' judgments.
 
 Views parse with an input serializer, call one selector or domain function
 (rewardmodel.status, rewardmodel.serving) and render an output serializer.
+Errors, schema snippets and input validation are the ones every API module
+shares (labeling.api.common).
 """
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import generics, serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.exceptions import APIException
+from rest_framework import generics, serializers
 from rest_framework.parsers import JSONParser
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from labeling.access import get_project_for_user
+from labeling.api.common import FIELD_ERRORS, NOT_FOUND, Conflict, Unavailable, valid
 from labeling.api.serializers import ErrorSerializer
+from labeling.models import Comparison
 from rewardmodel import serving
-from rewardmodel.models import RewardModelVersion
+from rewardmodel.models import RewardModelVersion, Strategy, Trigger
 from rewardmodel.status import project_status, training_progress, version_row
-
-# Token first: a request without valid credentials gets 401 with
-# "WWW-Authenticate: Token" rather than session authentication's 403.
-AUTHENTICATION = [TokenAuthentication, SessionAuthentication]
 
 # Scoring runs in the web process. Measured on 2 CPU cores with the default
 # MiniLM backbone at 256 tokens: 8 responses ~3 s, 64 ~16 s. Bulk scoring
@@ -39,22 +36,6 @@ MAX_RESPONSES = 16
 MAX_TEXT_CHARS = 16_000  # per response and per message; the model reads max_length tokens anyway
 MAX_TURNS = 50
 MAX_CONVERSATION_CHARS = 32_000
-
-
-NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such project, or not one you may label.")
-FIELD_ERRORS = OpenApiResponse(OpenApiTypes.OBJECT, description='Field errors: {"field": ["message", ...]}.')
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The request conflicts with the current state."
-    default_code = "conflict"
-
-
-class Unavailable(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "The reward model cannot be used right now."
-    default_code = "model_unavailable"
 
 
 # --- output serializers -------------------------------------------------------
@@ -71,7 +52,7 @@ class RewardModelVersionSerializer(serializers.Serializer):
     version = serializers.IntegerField(help_text="1, 2, 3... per project.")
     status = serializers.ChoiceField(choices=RewardModelVersion.Status.choices)
     status_label = serializers.CharField()
-    trigger = serializers.CharField(help_text='"threshold", "schedule", "manual" or "command".')
+    trigger = serializers.ChoiceField(choices=Trigger.choices, allow_blank=True, help_text="What asked for it.")
     metrics = serializers.DictField(
         help_text="Held-out metrics: accuracy, log_loss, ece, n; reference_* against imported labels when any; "
         "train: training-side figures."
@@ -98,7 +79,9 @@ class TrainingSerializer(serializers.Serializer):
 
 class QueueStateSerializer(serializers.Serializer):
     retrain_pending = serializers.BooleanField()
-    pending_reason = serializers.CharField()
+    pending_reason = serializers.ChoiceField(
+        choices=Trigger.choices, allow_blank=True, help_text="What asked for the pending retrain; empty: none."
+    )
     pending_since = serializers.DateTimeField(allow_null=True)
     enqueued_at = serializers.DateTimeField(allow_null=True, help_text="Null while waiting for the broker.")
     waiting_for_broker = serializers.BooleanField()
@@ -126,12 +109,12 @@ class ScheduledTaskSerializer(serializers.Serializer):
 class QueueItemSerializer(serializers.Serializer):
     comparison_id = serializers.IntegerField()
     priority = serializers.FloatField()
-    selected_by = serializers.CharField()
+    selected_by = serializers.ChoiceField(choices=Comparison.SelectedBy.choices, allow_blank=True)
     judgments_count = serializers.IntegerField()
 
 
 class AcquisitionSerializer(serializers.Serializer):
-    strategy = serializers.CharField()
+    strategy = serializers.ChoiceField(choices=Strategy.choices)
     strategy_label = serializers.CharField()
     exploration_share = serializers.FloatField()
     pair_budget = serializers.IntegerField()
@@ -237,8 +220,6 @@ class ScoreThrottle(UserRateThrottle):
     )
 )
 class RewardModelListView(generics.ListAPIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
     serializer_class = RewardModelVersionSerializer
 
     def get_queryset(self):
@@ -254,9 +235,6 @@ class RewardModelListView(generics.ListAPIView):
 
 
 class ProjectStatusView(APIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
-
     @extend_schema(
         responses={200: ProjectStatusSerializer, 404: NOT_FOUND},
         summary="The reward-model loop of a project: what the status page shows",
@@ -269,9 +247,6 @@ class ProjectStatusView(APIView):
 
 
 class TrainingProgressView(APIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
-
     @extend_schema(
         responses={200: TrainingProgressSerializer, 404: NOT_FOUND},
         summary="Training progress of a project, cheap enough to poll every few seconds",
@@ -284,8 +259,6 @@ class TrainingProgressView(APIView):
 
 
 class ScoreView(APIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
     parser_classes = [JSONParser]
     throttle_classes = [ScoreThrottle]
 
@@ -313,13 +286,10 @@ class ScoreView(APIView):
     )
     def post(self, request, pk):
         project = get_project_for_user(request.user, project_id=pk)
-        data = ScoreInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = valid(ScoreInputSerializer, request.data)
         try:
             version, rewards = serving.score_responses(
-                project=project,
-                conversation=data.validated_data["conversation"],
-                responses=data.validated_data["responses"],
+                project=project, conversation=data["conversation"], responses=data["responses"]
             )
         except serving.NoActiveVersion as error:
             raise Conflict(str(error)) from error

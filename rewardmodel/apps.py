@@ -6,5 +6,6 @@ class RewardModelConfig(AppConfig):
     verbose_name = "Reward model"
 
     def ready(self):
-        # Connects the "judgment recorded" listener (labeling never imports us).
+        # Imported once the app registry is ready (Django's place to connect
+        # signals): connects the "judgment recorded" listener; labeling never imports us.
         from rewardmodel import triggers  # noqa: F401

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from django.template.loader import render_to_string
 
-from rewardmodel.status import binomial_half_width
+from rewardmodel.metrics import binomial_half_width, finite_number
 
 TEMPLATE = "rewardmodel/_accuracy_chart.svg"
 CHANCE = 0.5  # a reward model that guesses gets half the held-out pairs right
@@ -259,4 +259,4 @@ def _pct(value: float) -> str:
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return finite_number(value) is not None

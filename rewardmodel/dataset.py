@@ -14,7 +14,7 @@ questions (and more of them as raters judge more), which is what makes
 "is version 7 better than version 6" answerable.
 
 Reference labels (e.g. HH-RLHF's human choice) count like one more judgment
-("clearly" better) when the project opts in (Project.train_on_reference_labels),
+("clearly" better) when the project opts in (LoopSettings.train_on_reference_labels),
 and are always available as a second evaluation: the model against the
 dataset's label on held-out comparisons.
 """
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from django.db.models import Max
 
 from labeling.models import Comparison, Judgment, Project
+from rewardmodel.core.examples import PreferenceExample, soft_target
+from rewardmodel.loop import loop_settings_for
 
 HELD_OUT_PERCENT = 20
 REFERENCE_STRENGTH = 2  # an imported label says "better", not by how much
@@ -37,22 +39,21 @@ def is_held_out(comparison_id: int) -> bool:
 
 @dataclass
 class ProjectDataset:
-    train: list = field(default_factory=list)
-    held_out: list = field(default_factory=list)  # from raters' judgments
-    held_out_reference: list = field(default_factory=list)  # from reference labels
+    train: list[PreferenceExample] = field(default_factory=list)
+    held_out: list[PreferenceExample] = field(default_factory=list)  # from raters' judgments
+    held_out_reference: list[PreferenceExample] = field(default_factory=list)  # from reference labels
     train_comparison_ids: list[int] = field(default_factory=list)
     held_out_comparison_ids: list[int] = field(default_factory=list)
     snapshot: dict = field(default_factory=dict)
 
 
 def build_dataset(*, project: Project, include_reference_labels: bool | None = None) -> ProjectDataset:
-    """Read the project's judgments (and reference labels) into examples."""
-    # Imported here: rewardmodel.core loads torch, which a web process that
-    # only listens for judgments should not pay for at start-up.
-    from rewardmodel.core.examples import soft_target
+    """Read the project's judgments (and reference labels) into examples.
 
+    include_reference_labels: None follows the project's loop settings.
+    """
     if include_reference_labels is None:
-        include_reference_labels = project.train_on_reference_labels
+        include_reference_labels = loop_settings_for(project).train_on_reference_labels
 
     targets: dict[int, list[float]] = {}
     judgments = Judgment.objects.filter(project=project).order_by("comparison_id", "pk")
@@ -119,9 +120,7 @@ def build_dataset(*, project: Project, include_reference_labels: bool | None = N
     return dataset
 
 
-def _example(conversation, text_a, text_b, targets: list[float]):
-    from rewardmodel.core.examples import PreferenceExample
-
+def _example(conversation, text_a, text_b, targets: list[float]) -> PreferenceExample:
     return PreferenceExample(
         conversation=conversation,
         response_a=text_a,

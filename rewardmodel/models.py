@@ -1,9 +1,89 @@
-"""Reward-model versions of a project and the rewards they gave its responses."""
+"""The reward-model loop's tables: its settings per project, its versions and
+their rewards, and its bookkeeping per project.
+
+LoopSettings is what an admin configures (edited inline on the project in the
+Django admin); ProjectLoop is what the loop itself writes, many times a minute
+while it trains. They are two rows on purpose: saving the settings form must
+never write back a stale copy of the training lease.
+"""
 
 from django.db import models
 from django.db.models import Q
 
-from labeling.models import Project, Response
+from labeling.models import Comparison, Project, Response
+
+
+class Strategy(models.TextChoices):
+    """How a refresh ranks the candidate pairs (rewardmodel/acquisition.py).
+
+    Each value is the Comparison.selected_by a pair ranked by it gets, so it is
+    taken from there rather than spelled again.
+    """
+
+    RANDOM = Comparison.SelectedBy.RANDOM.value, "Random"
+    UNCERTAINTY = Comparison.SelectedBy.UNCERTAINTY.value, "Uncertainty: P(A beats B) closest to 0.5"
+    ENSEMBLE = (
+        Comparison.SelectedBy.ENSEMBLE.value,
+        "Ensemble disagreement (epistemic uncertainty across reward heads)",
+    )
+
+
+class Trigger(models.TextChoices):
+    """What asked for a retrain: kept on the pending request and on the version it made."""
+
+    THRESHOLD = "threshold", "Threshold of new judgments"
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual (status page or admin)"
+    COMMAND = "command", "Management command"
+    RECOVERY = "recovery", "Recovery of a version a dead worker left"
+
+
+class LoopSettings(models.Model):
+    """How the loop treats one project. A project without a row gets the
+    defaults below: read it through rewardmodel.loop.loop_settings_for."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, primary_key=True, related_name="loop_settings")
+    retrain_every = models.PositiveIntegerField(
+        default=50,
+        help_text="Retrain the reward model after this many new judgments; 0 turns the trigger off.",
+    )
+    acquisition = models.CharField(
+        max_length=20,
+        choices=Strategy.choices,
+        default=Strategy.UNCERTAINTY,
+        help_text="How the loop decides which pairs raters see first once a reward model exists.",
+    )
+    exploration_share = models.FloatField(
+        default=0.1,
+        help_text="Share of the queue's top slots given to random pairs, so the model is not only asked "
+        "about what it already thinks is close.",
+    )
+    activation_tolerance = models.FloatField(
+        default=0.02,
+        help_text="A new model version is activated unless its held-out accuracy is worse than the active one's by "
+        "more than this.",
+    )
+    pair_budget = models.PositiveIntegerField(
+        default=200, help_text="At most this many new comparisons are created per refresh of candidate pairs."
+    )
+    train_on_reference_labels = models.BooleanField(
+        default=False,
+        help_text="Bootstrap the reward model from imported reference labels (e.g. HH-RLHF): each counts like one "
+        "rater's judgment, alongside the raters' own.",
+    )
+
+    class Meta:
+        verbose_name = verbose_name_plural = "reward-model loop settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(exploration_share__gte=0) & Q(exploration_share__lte=1),
+                name="loop_exploration_share_in_0_1",
+            ),
+            models.CheckConstraint(condition=Q(acquisition__in=Strategy.values), name="loop_acquisition_known"),
+        ]
+
+    def __str__(self):
+        return f"loop settings of {self.project}"
 
 
 class RewardModelVersion(models.Model):
@@ -17,7 +97,9 @@ class RewardModelVersion(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reward_models")
     version = models.PositiveIntegerField(help_text="1, 2, 3... per project.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    config = models.JSONField(default=dict, help_text="The training configuration (rewardmodel.core TrainConfig).")
+    config = models.JSONField(
+        default=dict, help_text="The training configuration (rewardmodel.core.config.TrainConfig)."
+    )
     metrics = models.JSONField(
         default=dict, blank=True, help_text="Held-out metrics: accuracy, log_loss, ece, n (and reference_* when any)."
     )
@@ -32,9 +114,7 @@ class RewardModelVersion(models.Model):
     progress_step = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     progress_loss = models.FloatField(null=True, blank=True)
-    trigger = models.CharField(
-        max_length=20, blank=True, help_text='What asked for it: "threshold", "schedule", "manual" or "command".'
-    )
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, blank=True, help_text="What asked for it.")
     task_id = models.CharField(max_length=100, blank=True, help_text="The Celery task that runs it, if any.")
     attempts = models.PositiveSmallIntegerField(
         default=0, help_text="Deliveries of its task; a task that keeps killing its worker stops after a few."
@@ -45,6 +125,8 @@ class RewardModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    UNFINISHED = (Status.QUEUED, Status.TRAINING)
 
     class Meta:
         ordering = ["project", "-version"]
@@ -89,12 +171,12 @@ class ProjectLoop(models.Model):
 
     The broker only carries "go look"; this row is the truth. A trigger that
     could not be published stays pending here and the periodic reconcile
-    publishes it again.
+    publishes it again. Written by rewardmodel.loop only.
     """
 
     project = models.OneToOneField(Project, on_delete=models.CASCADE, primary_key=True, related_name="reward_loop")
     retrain_pending = models.BooleanField(default=False, help_text="A retrain was asked for and has not started.")
-    pending_reason = models.CharField(max_length=20, blank=True)
+    pending_reason = models.CharField(max_length=20, choices=Trigger.choices, blank=True)
     pending_since = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(
         null=True, blank=True, help_text="When the pending retrain was handed to the broker; empty: not yet."

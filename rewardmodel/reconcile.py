@@ -1,67 +1,71 @@
-"""What the periodic tasks do: compare the database with what should be
-happening, and hand the broker whatever it missed.
+"""What the periodic tasks decide: compare the database with what should be
+happening, mark the retrains that are due, and say which to hand the broker.
 
-Runs every minute (reconcile) and nightly (retrain_projects_with_new_judgments),
-from django-celery-beat entries that admins can edit in the Django admin.
+Nothing here publishes: each function returns project ids, and tasks.py (the
+tasks `reconcile`, every minute, and `retrain_projects_with_new_judgments`,
+nightly, from django-celery-beat entries admins can edit) publishes them.
 """
 
-import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
 
 from labeling.models import Project
-from rewardmodel.models import ProjectLoop, RewardModelVersion
-from rewardmodel.pipeline import new_judgments_since_last_version
-from rewardmodel.triggers import publish_retrain, request_retrain
-
-log = logging.getLogger(__name__)
+from rewardmodel import loop
+from rewardmodel.models import ProjectLoop, RewardModelVersion, Trigger
 
 # A retrain handed to the broker but not started after this long is handed
-# over again (a broker that lost it, a worker that never came). The task's
-# single-flight lock makes a duplicate harmless.
+# over again (a broker that lost it, a worker that never came). The training
+# slot makes a duplicate harmless.
 REPUBLISH_AFTER = timedelta(minutes=30)
 
 
-def reconcile(*, now=None) -> int:
-    """Publish retrains that are due or pending but not in the broker. Returns how many."""
+def retrains_to_publish(*, now: datetime | None = None) -> list[int]:
+    """Projects whose retrain the broker should get now, each once:
+
+    - due by their judgment count but not asked for (a trigger lost with its
+      web process): marked pending here;
+    - pending but never handed over (the broker was down), or handed over
+      long ago and never started (the broker lost it), while no training
+      holds the slot (one that does publishes pending work itself);
+    - with a version left queued or training and nobody holding the slot: its
+      worker died and no broker will redeliver it (or not before its
+      visibility timeout); marked pending for recovery, the run adopts it.
+    """
     now = now or timezone.now()
-    published = 0
-    for project in Project.objects.filter(is_active=True, retrain_every__gt=0):
-        if new_judgments_since_last_version(project) >= project.retrain_every:
-            if request_retrain(project_id=project.pk, reason="threshold"):
-                published += 1
-    stale = ProjectLoop.objects.filter(retrain_pending=True).filter(
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - REPUBLISH_AFTER)
+    project_ids = [
+        project.pk
+        for project in Project.objects.filter(is_active=True).select_related("loop_settings")
+        if loop.retrain_is_due(project)
+        and loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
+    ]
+    project_ids += (
+        ProjectLoop.objects.filter(retrain_pending=True)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - REPUBLISH_AFTER))
+        .filter(loop.slot_is_free(now))
+        .exclude(project_id__in=project_ids)
+        .values_list("project_id", flat=True)
     )
-    # Not while a training holds the slot: it re-enqueues pending work itself.
-    stale = stale.filter(Q(lock_owner="") | Q(lock_expires_at__lt=now))
-    for loop in stale:
-        if publish_retrain(project_id=loop.project_id):
-            published += 1
-    # A version left queued/training with nobody holding the slot: its worker
-    # died and no broker will redeliver (or not before its visibility
-    # timeout). Ask again; the run adopts that version.
     orphaned = (
-        RewardModelVersion.objects.filter(
-            status__in=[RewardModelVersion.Status.QUEUED, RewardModelVersion.Status.TRAINING]
-        )
-        .filter(Q(project__reward_loop__lock_owner="") | Q(project__reward_loop__lock_expires_at__lt=now))
+        RewardModelVersion.objects.filter(status__in=RewardModelVersion.UNFINISHED)
+        .filter(loop.slot_is_free(now, through="project__reward_loop__"))
         .values_list("project_id", flat=True)
         .distinct()
     )
-    for project_id in orphaned:
-        if request_retrain(project_id=project_id, reason="recovery"):
-            published += 1
-    return published
+    project_ids += [
+        project_id
+        for project_id in orphaned
+        if loop.mark_retrain_pending(project_id=project_id, reason=Trigger.RECOVERY)
+    ]
+    return project_ids
 
 
-def retrain_projects_with_new_judgments() -> int:
-    published = 0
-    for project in Project.objects.filter(is_active=True):
-        if new_judgments_since_last_version(project) > 0 and request_retrain(
-            project_id=project.pk, reason="schedule"
-        ):
-            published += 1
-    return published
+def projects_with_new_judgments() -> list[int]:
+    """Active projects with any judgment newer than their last version, marked pending for the schedule."""
+    return [
+        project.pk
+        for project in Project.objects.filter(is_active=True)
+        if loop.new_judgments_since_last_version(project) > 0
+        and loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.SCHEDULE)
+    ]

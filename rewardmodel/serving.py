@@ -3,13 +3,14 @@
 A checkpoint is loaded once per process and kept in a small LRU cache keyed
 by version id: activation switches the active version's id, so the next request
 loads the new model and the old one ages out. Loading goes through
-core.load_checkpoint, which verifies every file's sha256 and refuses pickle
+core.checkpoint.load_checkpoint, which verifies every file's sha256 and refuses pickle
 files; nothing here unpickles.
 
 Web processes score on the CPU (REWARD_MODEL_SERVING_DEVICE, default "cpu"):
 the GPUs belong to the training workers. One model serves one request at a
 time (a lock per model), because concurrent forward passes on the CPU only
-fight over the same cores and each gets slower.
+fight over the same cores and each gets slower. torch itself loads with the
+first model a process serves, not when the process starts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from django.conf import settings
 
 from labeling.models import Project
+from rewardmodel.core.config import TrainConfig
 from rewardmodel.models import RewardModelVersion
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class LoadedModel:
     artifact_path: str
     model: object
     tokenizer: object
-    config: object  # rewardmodel.core.config.TrainConfig the model was trained with
+    config: TrainConfig  # the one the model was trained with
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -70,13 +72,17 @@ def active_version(project: Project) -> RewardModelVersion:
 
 
 def score_responses(*, project: Project, conversation: list[dict], responses: list[str]) -> tuple[int, list[float]]:
-    """(version number, one reward per response) from the project's active version."""
-    from rewardmodel.core.scoring import score
+    """(version number, one reward per response) from the project's active version.
+
+    An ensemble model gives one reward per head; each response gets their mean, as stored rewards do.
+    """
+    # torch loads on the first score request of a web process, not when it starts (as in _load).
+    from rewardmodel.core.scoring import mean_reward, score
 
     loaded = model_for(active_version(project))
     with loaded.lock:
         rewards = score(loaded.model, loaded.tokenizer, [(conversation, text) for text in responses], loaded.config)
-    return loaded.version, [float(_mean(r)) for r in rewards]
+    return loaded.version, [mean_reward(r) for r in rewards]
 
 
 def model_for(version: RewardModelVersion) -> LoadedModel:
@@ -107,14 +113,16 @@ def cached_version_ids() -> list[int]:
 
 
 def _load(version: RewardModelVersion) -> LoadedModel:
+    # torch and transformers load with the first model a web process serves,
+    # not when it starts: most web processes never score.
     from rewardmodel.core.checkpoint import CheckpointError, load_checkpoint
-    from rewardmodel.core.config import TrainConfig
 
     if not version.artifact_path:
         raise ModelUnavailable(f"Version {version.version} has no checkpoint on record.")
-    device = getattr(settings, "REWARD_MODEL_SERVING_DEVICE", "cpu")
     try:
-        model, tokenizer, metadata = load_checkpoint(Path(version.artifact_path), device=device)
+        model, tokenizer, metadata = load_checkpoint(
+            Path(version.artifact_path), device=settings.REWARD_MODEL_SERVING_DEVICE
+        )
     except (CheckpointError, OSError, ValueError) as error:
         log.error(
             "could not load the checkpoint of reward model %s at %s: %s", version.pk, version.artifact_path, error
@@ -126,7 +134,3 @@ def _load(version: RewardModelVersion) -> LoadedModel:
     config = TrainConfig.from_dict(metadata.get("config") or {})
     return LoadedModel(version.pk, version.version, version.artifact_path, model, tokenizer, config)
 
-
-def _mean(reward):
-    # An ensemble model gives one reward per head; the API returns their mean, as stored rewards do.
-    return sum(reward) / len(reward) if isinstance(reward, (list, tuple)) else reward

@@ -3,7 +3,7 @@
 `project_status` gathers everything the page shows in a constant number of
 queries (seven for staff, five for raters), whatever the number of versions,
 judgments or comparisons. `training_progress` is the cheap subset the page polls
-every two seconds (two queries).
+every two seconds (two queries). The schedule's part is rewardmodel.schedule.
 
 Two audiences: staff see everything; raters (project members) get a read-only
 view with errors reduced to plain words (no exception types, file names,
@@ -12,29 +12,22 @@ broker addresses or task ids) and without the comparison queue.
 
 from __future__ import annotations
 
-import logging
-import math
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db.models import Count
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
 
 from labeling.models import Comparison, Project
-from rewardmodel.models import ProjectLoop, RewardModelVersion
-from rewardmodel.pipeline import finite_number, new_judgments_since_last_version
-
-log = logging.getLogger(__name__)
+from rewardmodel.loop import loop_settings_for, new_judgments_since_last_version
+from rewardmodel.metrics import binomial_half_width, finite_number
+from rewardmodel.models import LoopSettings, ProjectLoop, RewardModelVersion
+from rewardmodel.schedule import ScheduledTask, scheduled_tasks
 
 # The page charts and lists at most this many versions (newest first).
 HISTORY_LIMIT = 200
 QUEUE_TOP = 10
-SCHEDULED_TASKS = {
-    "rewardmodel.tasks.reconcile": "Publish missed or due retrains",
-    "rewardmodel.tasks.retrain_projects_with_new_judgments": "Retrain projects with new judgments",
-}
-UNFINISHED = (RewardModelVersion.Status.QUEUED, RewardModelVersion.Status.TRAINING)
 # Fields a version row needs; config and data_snapshot can be large and are never shown.
 _VERSION_FIELDS = (
     "id",
@@ -127,7 +120,7 @@ class VersionRow:
 
     @property
     def is_unfinished(self) -> bool:
-        return self.status in UNFINISHED
+        return self.status in RewardModelVersion.UNFINISHED
 
     @property
     def can_activate(self) -> bool:
@@ -186,19 +179,6 @@ class QueueState:
         if not self.retrain_every:
             return None
         return max(0, self.retrain_every - self.judgments_since_last_version)
-
-
-@dataclass(frozen=True)
-class ScheduledTask:
-    name: str
-    task: str
-    purpose: str
-    enabled: bool
-    schedule: str  # "every minute", "30 2 * * * (m/h/dM/MY/d) UTC"
-    last_run_at: datetime | None
-    next_run_at: datetime | None  # None: disabled, or a schedule kind we do not compute
-    total_run_count: int
-    overdue: bool  # an enabled task whose run is well past due: is celery beat running?
 
 
 @dataclass(frozen=True)
@@ -267,7 +247,7 @@ def project_status(*, project: Project, staff: bool, now: datetime | None = None
         .only(*_VERSION_FIELDS)
         .order_by("-version")[:HISTORY_LIMIT]
     ]
-    loop = ProjectLoop.objects.filter(project=project).first()
+    loop, settings = _loop_rows(project)
     active = next((v for v in versions if v.status == RewardModelVersion.Status.ACTIVE), None)
     return ProjectStatus(
         project=project,
@@ -275,9 +255,9 @@ def project_status(*, project: Project, staff: bool, now: datetime | None = None
         active=active,
         training=_training(versions[0] if versions else None, loop, staff=staff, now=now),
         versions=versions,
-        queue=_queue_state(project, loop, staff=staff, now=now),
+        queue=_queue_state(project, loop, settings, staff=staff, now=now),
         schedule=scheduled_tasks(now=now),
-        acquisition=_acquisition(project, staff=staff),
+        acquisition=_acquisition(project, settings, staff=staff),
     )
 
 
@@ -336,20 +316,6 @@ def plain_error(version: RewardModelVersion) -> str:
     return ""
 
 
-def scheduled_tasks(*, now: datetime | None = None) -> list[ScheduledTask]:
-    """The loop's django-celery-beat entries, with their next run when it is simple to compute."""
-    now = now or timezone.now()
-    tasks = PeriodicTask.objects.filter(task__in=SCHEDULED_TASKS).select_related("interval", "crontab")
-    return [_scheduled_task(t, now) for t in sorted(tasks, key=lambda t: (t.task, t.name))]
-
-
-def binomial_half_width(p: float | None, n) -> float | None:
-    """1.96 * sqrt(p (1 - p) / n): the 95% interval half-width of an accuracy measured on n pairs."""
-    if p is None or not isinstance(n, int) or n < 1:
-        return None
-    return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n)
-
-
 # --- parts ------------------------------------------------------------------
 
 
@@ -371,7 +337,16 @@ def _training(latest: VersionRow | None, loop: ProjectLoop | None, *, staff: boo
     return Training(version=latest, eta_seconds=eta, stalled=stalled)
 
 
-def _queue_state(project: Project, loop: ProjectLoop | None, *, staff: bool, now: datetime) -> QueueState:
+def _loop_rows(project: Project) -> tuple[ProjectLoop | None, LoopSettings]:
+    """The project's loop row (None before its first trigger) and its settings, in one query."""
+    project = Project.objects.select_related("reward_loop", "loop_settings").only("pk").get(pk=project.pk)
+    # A missing reverse one-to-one raises an AttributeError subclass: getattr's default catches it.
+    return getattr(project, "reward_loop", None), loop_settings_for(project)
+
+
+def _queue_state(
+    project: Project, loop: ProjectLoop | None, settings: LoopSettings, *, staff: bool, now: datetime
+) -> QueueState:
     loop = loop or ProjectLoop(project=project)
     held = loop.lock_owner and loop.lock_expires_at is not None and loop.lock_expires_at >= now
     return QueueState(
@@ -385,24 +360,24 @@ def _queue_state(project: Project, loop: ProjectLoop | None, *, staff: bool, now
         slot_held_until=loop.lock_expires_at if held else None,
         # Negative when judgments were deleted after the last version read them.
         judgments_since_last_version=max(0, new_judgments_since_last_version(project)),
-        retrain_every=project.retrain_every,
+        retrain_every=settings.retrain_every,
     )
 
 
-def _acquisition(project: Project, *, staff: bool) -> Acquisition:
+def _acquisition(project: Project, settings: LoopSettings, *, staff: bool) -> Acquisition:
     common = {
-        "strategy": project.acquisition,
-        "strategy_label": project.get_acquisition_display(),
-        "exploration_share": project.exploration_share,
-        "pair_budget": project.pair_budget,
+        "strategy": settings.acquisition,
+        "strategy_label": settings.get_acquisition_display(),
+        "exploration_share": settings.exploration_share,
+        "pair_budget": settings.pair_budget,
     }
     if not staff:
         return Acquisition(open_comparisons=None, **common)
     open_comparisons = Comparison.objects.filter(project=project, status=Comparison.Status.OPEN)
-    counts = {
-        row["selected_by"] or "import": row["n"]
-        for row in open_comparisons.order_by().values("selected_by").annotate(n=Count("id"))
-    }
+    counts = Counter()
+    for row in open_comparisons.order_by().values("selected_by").annotate(n=Count("id")):
+        # Rows imported before selected_by was recorded have none: they are in import order too.
+        counts[row["selected_by"] or Comparison.SelectedBy.IMPORT.value] += row["n"]
     # The assignment engine's own order (comparison_queue_idx): what raters get next.
     top = open_comparisons.order_by("-priority", "created_at", "id").values_list(
         "id", "priority", "selected_by", "judgments_count"
@@ -413,59 +388,3 @@ def _acquisition(project: Project, *, staff: bool) -> Acquisition:
         top=[QueueItem(pk, priority, selected_by, judged) for pk, priority, selected_by, judged in top],
         **common,
     )
-
-
-def _scheduled_task(task: PeriodicTask, now: datetime) -> ScheduledTask:
-    schedule_obj = task.interval or task.crontab or task.solar or task.clocked
-    next_run = _next_run(task, now) if task.enabled else None
-    # Beat runs a task at most a tick (5 s by default) late; a run missed by
-    # minutes means no beat is running, or it cannot reach the database.
-    overdue = next_run is not None and now - next_run > timedelta(minutes=2)
-    return ScheduledTask(
-        name=task.name,
-        task=task.task,
-        purpose=SCHEDULED_TASKS.get(task.task, ""),
-        enabled=task.enabled,
-        schedule=str(schedule_obj) if schedule_obj is not None else "",
-        last_run_at=task.last_run_at,
-        next_run_at=next_run,
-        total_run_count=task.total_run_count,
-        overdue=overdue,
-    )
-
-
-def _next_run(task: PeriodicTask, now: datetime) -> datetime | None:
-    """When beat runs the task next, as of `now`: the first due time after its last run.
-
-    In the past when beat has missed it (it then runs as soon as beat is
-    back). Interval and crontab schedules only; solar and one-off clocked
-    ones are rare enough to show without it.
-    """
-    if task.interval is not None:
-        return (task.last_run_at or now) + timedelta(**{task.interval.period: task.interval.every})
-    if task.crontab is not None:
-        # Celery's own crontab arithmetic, in the schedule's time zone.
-        start, delta, _ = task.crontab.schedule.remaining_delta(task.last_run_at or now)
-        return start + delta
-    return None
-
-
-# --- what the page's buttons start ------------------------------------------
-
-
-def publish_refresh(*, project_id: int) -> str:
-    """Hand "refresh this project's pairs" to the workers. Returns "" or why the broker refused.
-
-    Never run in the web process: a refresh scores every candidate pair. A
-    broker that is down fails fast (retry=False, short socket timeouts in
-    settings) and the caller says so; there is nothing to keep pending, the
-    next activation refreshes the pairs anyway.
-    """
-    from rewardmodel.tasks import refresh
-
-    try:
-        refresh.apply_async(args=[project_id], retry=False)
-    except Exception as error:  # kombu and redis raise OperationalError, OSError, ConnectionError...
-        log.warning("could not publish the pair refresh of project %s: %r", project_id, error)
-        return f"{type(error).__name__}: {error}"
-    return ""

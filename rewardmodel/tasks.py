@@ -1,7 +1,17 @@
-"""Celery tasks: thin. Load ids, call the pipeline, own the retries.
+"""Celery: the tasks workers run, and the one place the rest of the app hands them work.
 
-Queues: `gpu` (retrain, refresh: one at a time per worker, model in memory),
-`default` (the periodic reconcile and schedule, which only look at rows).
+This is the only module of the app that touches Celery. Tasks are thin: they
+take ids, call one function of the loop, own their retries, and publish what
+the loop says is due. Their names are public (beat entries and routes refer to
+them): `rewardmodel.tasks.retrain` and `.refresh` run on queue `gpu` (one at a
+time per worker, the model in memory); `.reconcile` and
+`.retrain_projects_with_new_judgments` on queue `default` (they only look at
+rows).
+
+Publishing (`publish_retrain`, `publish_refresh`) never blocks a caller on a
+broker that is down: one attempt (retry=False, short socket timeouts in
+settings), the error returned in words, and the database keeps the truth; the
+periodic reconcile hands over whatever a publish missed.
 """
 
 import logging
@@ -9,39 +19,95 @@ import logging
 from celery import shared_task
 from django.db import OperationalError
 
-from rewardmodel import pipeline
+from labeling.models import Project
+from rewardmodel import loop
 from rewardmodel import reconcile as reconcile_module
+from rewardmodel.acquisition import refresh_pairs
+from rewardmodel.models import Trigger
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True, reject_on_worker_lost=True)
-def retrain(self, project_id: int, trigger: str = "threshold") -> str:
+def retrain(self, project_id: int, trigger: str = Trigger.THRESHOLD) -> str:
+    # The pipeline imports torch: it loads here, in the worker that runs a
+    # retrain, never in a web process (which imports this module to publish).
+    from rewardmodel import pipeline
+
     try:
         outcome = pipeline.run_retrain(project_id=project_id, owner=self.request.id or "", trigger=trigger)
     except OperationalError as error:
         # The database went away for a moment: back off and try again.
-        raise self.retry(exc=error, countdown=min(600, 10 * 2**self.request.retries)) from error
+        raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from error
     log.info("retrain of project %s: %s %s", project_id, outcome.status, outcome.detail)
-    return outcome.status
+    if outcome.pending_again:
+        publish_retrain(project_id=project_id)
+    return outcome.status.value
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)
 def refresh(self, project_id: int) -> int:
     try:
-        result = pipeline.refresh_pairs_for_id(project_id)
+        result = refresh_pairs(project=Project.objects.get(pk=project_id))
     except OperationalError as error:
-        raise self.retry(exc=error, countdown=min(600, 10 * 2**self.request.retries)) from error
+        raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from error
     return result.comparisons_scored
 
 
 @shared_task
 def reconcile() -> int:
-    """Find what the broker missed (frequent, cheap)."""
-    return reconcile_module.reconcile()
+    """Hand the broker what it missed, or what is due (every minute). Returns how many it took."""
+    return _publish_retrains(reconcile_module.retrains_to_publish())
 
 
 @shared_task
 def retrain_projects_with_new_judgments() -> int:
-    """The schedule: retrain every project that has any new judgment."""
-    return reconcile_module.retrain_projects_with_new_judgments()
+    """The schedule (nightly): retrain every project that has any new judgment. Returns how many were handed over."""
+    return _publish_retrains(reconcile_module.projects_with_new_judgments())
+
+
+# --- publishing ----------------------------------------------------------------
+
+
+def publish_retrain(*, project_id: int) -> str:
+    """Hand the project's pending retrain to the broker. Returns "" or why the broker refused.
+
+    Refused, it stays pending with the error on its loop row, and the reconcile
+    publishes it once the broker is back.
+    """
+    error = _publish(retrain, project_id, trigger=loop.pending_reason(project_id) or Trigger.THRESHOLD)
+    if error:
+        log.warning("could not publish the retrain of project %s: %s (the reconcile will retry)", project_id, error)
+        loop.record_enqueue_error(project_id=project_id, error=error)
+    else:
+        loop.record_enqueued(project_id=project_id)
+    return error
+
+
+def publish_refresh(*, project_id: int) -> str:
+    """Hand "refresh this project's pairs" to the workers. Returns "" or why the broker refused.
+
+    Never run in the web process: a refresh scores every candidate pair. There
+    is nothing to keep pending when the broker refuses: the next activation
+    refreshes the pairs anyway, and the caller says so.
+    """
+    error = _publish(refresh, project_id)
+    if error:
+        log.warning("could not publish the pair refresh of project %s: %s", project_id, error)
+    return error
+
+
+def _publish(task, project_id: int, **kwargs) -> str:
+    try:
+        task.apply_async(args=[project_id], kwargs=kwargs, retry=False)
+    except Exception as error:  # kombu and redis raise OperationalError, OSError, ConnectionError...
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
+def _publish_retrains(project_ids: list[int]) -> int:
+    return sum(not publish_retrain(project_id=project_id) for project_id in project_ids)
+
+
+def _backoff(retries: int) -> int:
+    return min(600, 10 * 2**retries)

@@ -2,8 +2,9 @@
 
 Raters who are members of the project see a read-only page; staff see
 everything and may retrain, refresh pairs or activate a ready version. Anyone
-else gets 404 (labeling.access). The buttons only hand work to the workers
-(or flip one row, for activation): nothing heavy runs in the web process.
+else gets 404 (labeling.access). Each button calls one function of
+rewardmodel.actions and says its outcome in words: nothing heavy runs in the
+web process.
 """
 
 from django.contrib import messages
@@ -14,10 +15,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from labeling.access import get_project_for_user
-from rewardmodel import pipeline, triggers
+from rewardmodel import actions
+from rewardmodel.actions import Handover
+from rewardmodel.activation import Activation, VersionNotReady
 from rewardmodel.charts import accuracy_chart
-from rewardmodel.models import ProjectLoop, RewardModelVersion
-from rewardmodel.status import project_status, publish_refresh
+from rewardmodel.models import RewardModelVersion, Trigger
+from rewardmodel.status import project_status
 
 BROKER_DOWN = "The task queue could not be reached ({error})."
 
@@ -40,15 +43,14 @@ def status(request, slug):
 @login_required
 def retrain(request, slug):
     project = _project_for_staff(request, slug)
-    published = triggers.request_retrain(project_id=project.pk, reason="manual")
-    loop = ProjectLoop.objects.get(project=project)
-    if not published:
+    requested = actions.request_retrain(project_id=project.pk, reason=Trigger.MANUAL)
+    if requested.outcome == Handover.MERGED:
         messages.info(request, "A retrain was already pending; your request was merged into it.")
-    elif loop.enqueue_error:
+    elif requested.outcome == Handover.BROKER_DOWN:
         messages.warning(
             request,
             "Retrain requested, but "
-            + BROKER_DOWN.format(error=loop.enqueue_error)
+            + BROKER_DOWN.format(error=requested.broker_error)
             + " It stays pending, and the reconcile task hands it over once the queue is back.",
         )
     else:
@@ -60,9 +62,12 @@ def retrain(request, slug):
 @login_required
 def refresh(request, slug):
     project = _project_for_staff(request, slug)
-    error = publish_refresh(project_id=project.pk)
-    if error:
-        messages.error(request, "Pairs were not refreshed: " + BROKER_DOWN.format(error=error) + " Try again later.")
+    requested = actions.request_refresh(project_id=project.pk)
+    if requested.outcome == Handover.BROKER_DOWN:
+        messages.error(
+            request,
+            "Pairs were not refreshed: " + BROKER_DOWN.format(error=requested.broker_error) + " Try again later.",
+        )
     else:
         messages.success(request, "Refresh of the pairs requested: a worker will re-rank the queue shortly.")
     return redirect("rewardmodel:status", slug=project.slug)
@@ -73,20 +78,21 @@ def refresh(request, slug):
 def activate(request, slug, version):
     project = _project_for_staff(request, slug)
     target = get_object_or_404(RewardModelVersion, project=project, version=version)
-    if target.status == RewardModelVersion.Status.ACTIVE:
-        messages.info(request, f"Version {target.version} is already active.")
-    elif target.status != RewardModelVersion.Status.READY:
-        messages.error(
-            request,
-            f"Version {target.version} is {target.get_status_display().lower()}: "
-            "only a ready version can be activated.",
-        )
+    try:
+        activated = actions.activate_version(version=target)
+    except VersionNotReady as error:
+        messages.error(request, str(error))
     else:
-        pipeline.activate(target)
-        # The queue's priorities came from the previous version: re-rank with this one.
-        error = publish_refresh(project_id=project.pk)
-        note = "" if not error else " The pairs were not re-ranked: " + BROKER_DOWN.format(error=error)
-        messages.success(request, f"Version {target.version} is now active and serves the project.{note}")
+        if activated.activation == Activation.ALREADY_ACTIVE:
+            messages.info(request, f"Version {target.version} is already active.")
+        else:
+            refresh = activated.refresh
+            note = (
+                " The pairs were not re-ranked: " + BROKER_DOWN.format(error=refresh.broker_error)
+                if refresh.outcome == Handover.BROKER_DOWN
+                else ""
+            )
+            messages.success(request, f"Version {target.version} is now active and serves the project.{note}")
     return redirect("rewardmodel:status", slug=project.slug)
 
 

@@ -16,6 +16,12 @@ def bob(db):
 
 
 @pytest.fixture
+def carol(db):
+    """A third rater, on no project until a test adds her."""
+    return UserFactory(username="carol")
+
+
+@pytest.fixture
 def admin_user(db):
     return UserFactory(username="admin", is_staff=True, is_superuser=True)
 

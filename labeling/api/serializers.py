@@ -112,7 +112,10 @@ class SkipInputSerializer(serializers.Serializer):
 
 
 class JudgmentInputSerializer(serializers.Serializer):
-    comparison = serializers.IntegerField(min_value=1, help_text="The id from the task.")
+    # Its validated data are the fields of labeling.judgments.JudgmentInput
+    # (hence source="comparison_id"). A comment, not a docstring: drf-spectacular
+    # would publish a docstring in the schema.
+    comparison = serializers.IntegerField(min_value=1, source="comparison_id", help_text="The id from the task.")
     outcome = serializers.ChoiceField(
         choices=SHOWN_OUTCOMES,
         help_text='As shown on screen. "tie" and "both_bad" only where the project allows them.',

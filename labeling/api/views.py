@@ -3,18 +3,18 @@
 Each view parses its input with a serializer, calls one domain function
 (access, assignment, judgments, progress) and renders an output serializer.
 Every object is reached through labeling.access, which checks ownership and
-answers 404 for what is not the caller's.
+answers 404 for what is not the caller's. Authentication (token, then session)
+and IsAuthenticated are REST_FRAMEWORK's defaults (config/settings.py); only
+the token view sets its own.
 """
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import JSONParser
-from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.throttling import SimpleRateThrottle
@@ -22,9 +22,10 @@ from rest_framework.views import APIView
 
 from labeling.access import get_project_for_user, judgments_for, projects_for
 from labeling.assignment import next_comparison_for, skip_comparison
-from labeling.judgments import ComparisonNotFound, InvalidJudgment, LeaseConflict, record_judgment
+from labeling.judgments import ComparisonNotFound, InvalidJudgment, JudgmentInput, LeaseConflict, record_judgment
 from labeling.progress import progress_for
 
+from .common import FIELD_ERRORS, NOT_FOUND, Conflict, valid
 from .serializers import (
     ErrorSerializer,
     JudgmentFilterSerializer,
@@ -35,27 +36,6 @@ from .serializers import (
     TaskSerializer,
     TokenSerializer,
 )
-
-# Token first, so that a request without valid credentials gets 401 with
-# "WWW-Authenticate: Token" (a script knows to authenticate) instead of the 403
-# that session authentication alone would give.
-AUTHENTICATION = [TokenAuthentication, SessionAuthentication]
-
-NOT_FOUND = OpenApiResponse(ErrorSerializer, description="Not found, or not in a project you may label.")
-FIELD_ERRORS = OpenApiResponse(OpenApiTypes.OBJECT, description='Field errors: {"field": ["message", ...]}.')
-
-
-def _valid(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The request conflicts with the current state."
-    default_code = "conflict"
-
 
 # --- auth -------------------------------------------------------------------
 
@@ -99,8 +79,6 @@ def _with_progress(user, projects):
 
 @extend_schema(summary="Projects you may label, with your progress")
 class ProjectListView(generics.ListAPIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
     serializer_class = ProjectSerializer
 
     def get_queryset(self):
@@ -113,9 +91,6 @@ class ProjectListView(generics.ListAPIView):
 
 
 class ProjectDetailView(APIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
-
     @extend_schema(responses={200: ProjectSerializer, 404: NOT_FOUND}, summary="One project you may label")
     def get(self, request, pk):
         project = get_project_for_user(request.user, project_id=pk)
@@ -123,9 +98,6 @@ class ProjectDetailView(APIView):
 
 
 class NextComparisonView(APIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
-
     @extend_schema(
         responses={
             200: TaskSerializer,
@@ -147,8 +119,6 @@ class NextComparisonView(APIView):
 
 
 class SkipComparisonView(APIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
     parser_classes = [JSONParser]
 
     @extend_schema(
@@ -162,7 +132,7 @@ class SkipComparisonView(APIView):
     )
     def post(self, request, pk):
         project = get_project_for_user(request.user, project_id=pk)
-        data = _valid(SkipInputSerializer, request.data)
+        data = valid(SkipInputSerializer, request.data)
         skip_comparison(rater=request.user, project=project, comparison_id=data["comparison"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -178,8 +148,6 @@ class SkipComparisonView(APIView):
     )
 )
 class JudgmentListView(generics.ListAPIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
     # Criteria and flags are an object and a list: JSON only, no form encodings.
     parser_classes = [JSONParser]
     serializer_class = JudgmentSerializer
@@ -187,7 +155,7 @@ class JudgmentListView(generics.ListAPIView):
     def get_queryset(self):
         judgments = judgments_for(self.request.user).select_related("comparison").order_by("-created_at", "-pk")
         # Only validated, named filters: never request parameters into .filter(**...).
-        project_id = _valid(JudgmentFilterSerializer, self.request.query_params).get("project")
+        project_id = valid(JudgmentFilterSerializer, self.request.query_params).get("project")
         if project_id is not None:
             judgments = judgments.filter(project_id=project_id)
         return judgments
@@ -210,18 +178,9 @@ class JudgmentListView(generics.ListAPIView):
         ),
     )
     def post(self, request):
-        data = _valid(JudgmentInputSerializer, request.data)
+        judgment = JudgmentInput(**valid(JudgmentInputSerializer, request.data))
         try:
-            recorded = record_judgment(
-                rater=request.user,
-                comparison_id=data["comparison"],
-                outcome=data["outcome"],
-                strength=data["strength"],
-                criteria=data["criteria"],
-                rationale=data["rationale"],
-                flags=data["flags"],
-                time_spent_ms=data["time_spent_ms"],
-            )
+            recorded = record_judgment(rater=request.user, judgment=judgment)
         except ComparisonNotFound as exc:
             raise NotFound(str(exc)) from exc
         except LeaseConflict as exc:
@@ -237,8 +196,6 @@ class JudgmentListView(generics.ListAPIView):
 
 @extend_schema(responses={200: JudgmentSerializer, 404: NOT_FOUND}, summary="One of your judgments")
 class JudgmentDetailView(generics.RetrieveAPIView):
-    authentication_classes = AUTHENTICATION
-    permission_classes = [IsAuthenticated]
     serializer_class = JudgmentSerializer
 
     def get_queryset(self):

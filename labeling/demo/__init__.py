@@ -5,6 +5,8 @@ advice, facts, safety; single- and multi-turn) with 2-4 responses each of
 deliberately uneven quality, in the `responses` import format. guidelines.md is
 the project's rater guidelines. load_demo() puts both into the project "demo"
 and creates three accounts with known passwords: an admin and two raters.
+This is the human side only; the `load_demo` command (rewardmodel's) also sets
+the demo's reward-model loop.
 
 Running it again is safe: the importer matches rows by content hash, so nothing
 is duplicated; the project's name, criteria, overlap and guidelines are set back
@@ -31,9 +33,6 @@ PROJECT_SLUG = "demo"
 PROJECT_NAME = "Demo: assistant responses"
 PROJECT_CRITERIA = ["helpfulness", "harmlessness", "honesty"]
 PROJECT_OVERLAP = 2  # both demo raters judge every comparison: agreement is visible at once
-# Small, so that a person trying the demo sees the loop turn within minutes:
-# every 10 judgments the reward model retrains and the queue is re-ordered.
-PROJECT_RETRAIN_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,6 @@ def _save_project() -> tuple[Project, bool]:
     project.name = PROJECT_NAME
     project.criteria = list(PROJECT_CRITERIA)
     project.overlap = PROJECT_OVERLAP
-    project.retrain_every = PROJECT_RETRAIN_EVERY
     project.guidelines = GUIDELINES_PATH.read_text(encoding="utf-8")
     project.full_clean()
     project.save()

@@ -1,5 +1,20 @@
 """Reward-model training core: plain torch + transformers, no Django.
 
+Importing this package loads nothing, so that the Django side can read a
+TrainConfig or build PreferenceExamples in a process that never trains (a web
+process must start without torch). Import each name from its module; those
+marked * load torch:
+
+    from rewardmodel.core.config import TrainConfig, default_backbone
+    from rewardmodel.core.examples import Conversation, PreferenceExample, holdout_split, soft_target
+    from rewardmodel.core.train import train, TrainResult, TrainingCancelled                      *
+    from rewardmodel.core.evaluate import evaluate                                                *
+    from rewardmodel.core.scoring import score, mean_reward                                       *
+    from rewardmodel.core.checkpoint import save_checkpoint, load_checkpoint, verify_checkpoint,  *
+        CheckpointError, default_model_root
+    from rewardmodel.core.model import load_backbone, resolve_device                              *
+    from rewardmodel.core.loss import bradley_terry_loss                                          *
+
 The whole surface a caller (the Django pipeline, the CLI, a notebook) needs:
 
     config = TrainConfig(epochs=2)                     # backbone defaults to the offline all-MiniLM-L6-v2
@@ -9,39 +24,3 @@ The whole surface a caller (the Django pipeline, the CLI, a notebook) needs:
     model, tokenizer, metadata = load_checkpoint(path)
     rewards = score(model, tokenizer, [(conversation, response), ...], config)
 """
-
-from .checkpoint import (
-    CheckpointError,
-    default_model_root,
-    load_checkpoint,
-    save_checkpoint,
-    verify_checkpoint,
-)
-from .config import TrainConfig, default_backbone
-from .evaluate import evaluate
-from .examples import Conversation, PreferenceExample, holdout_split, soft_target
-from .loss import bradley_terry_loss
-from .model import load_backbone
-from .scoring import score
-from .train import TrainingCancelled, TrainResult, train
-
-__all__ = [
-    "CheckpointError",
-    "Conversation",
-    "PreferenceExample",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingCancelled",
-    "bradley_terry_loss",
-    "default_backbone",
-    "default_model_root",
-    "evaluate",
-    "holdout_split",
-    "load_backbone",
-    "load_checkpoint",
-    "save_checkpoint",
-    "score",
-    "soft_target",
-    "train",
-    "verify_checkpoint",
-]

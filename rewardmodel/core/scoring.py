@@ -20,6 +20,15 @@ def score(
     return score_encoded(model, tokenizer, SequenceEncoder(tokenizer, config.max_length).encode(items), config)
 
 
+def mean_reward(reward: float | list[float]) -> float:
+    """One number per item from what score() gave it: an H-head model's reward is the mean of its heads.
+
+    >>> mean_reward(0.5), mean_reward([1.0, 2.0, 3.0])
+    (0.5, 2.0)
+    """
+    return float(sum(reward) / len(reward)) if isinstance(reward, (list, tuple)) else float(reward)
+
+
 def score_encoded(model, tokenizer, sequences: Sequence[list[int]], config: TrainConfig) -> list:
     return reward_tensor(model, tokenizer, sequences, config).tolist()
 

@@ -5,7 +5,7 @@ from playwright.sync_api import expect
 
 from labeling.models import Assignment, Comparison, Judgment
 from tests.conftest import PASSWORD
-from tests.factories import ComparisonFactory, ProjectFactory, ResponseFactory, UserFactory
+from tests.factories import ComparisonFactory, ProjectFactory, ResponseFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -46,8 +46,7 @@ def wait_for_next_task(page, comparison_id):
     page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
 
 
-def test_a_rater_judges_three_comparisons_with_the_keyboard_only(live_server, page):
-    alice = UserFactory(username="alice")
+def test_a_rater_judges_three_comparisons_with_the_keyboard_only(live_server, page, alice):
     project = ProjectFactory(name="Keyboard", slug="keyboard", overlap=1, allow_ties=True)
     project.raters.add(alice)
     for _ in range(4):
@@ -129,8 +128,7 @@ HOSTILE = (
 )
 
 
-def test_hostile_model_output_is_shown_as_text_and_never_runs(live_server, page):
-    bob = UserFactory(username="bob")
+def test_hostile_model_output_is_shown_as_text_and_never_runs(live_server, page, bob):
     project = ProjectFactory(
         name="Hostile", slug="hostile", guidelines="Read <script>window.__xss=1</script> **carefully**."
     )

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from labeling.exporting import rater_pseudonym
 from labeling.models import Assignment, Comparison, Judgment, Project, Prompt, Response
-from tests.factories import ComparisonFactory, UserFactory
+from tests.factories import AssignmentFactory, ComparisonFactory, JudgmentFactory, UserFactory
 
 MODELS = ["project", "prompt", "response", "comparison", "assignment", "judgment"]
 
@@ -25,18 +25,18 @@ def pairs_file(n: int) -> str:
 
 @pytest.fixture
 def judged_comparison(project, alice, bob):
+    """Complete: alice (who held a lease) and bob both prefer A."""
     comparison = ComparisonFactory(prompt__project=project)
-    now = comparison.created_at
-    Assignment.objects.create(
-        comparison=comparison, rater=alice, project=project, left="a", issued_at=now, expires_at=now.replace(year=2100)
-    )
-    for rater, outcome, strength in ((alice, "a", 2), (bob, "a", 3)):
-        Judgment.objects.create(
-            comparison=comparison, rater=rater, project=project, outcome=outcome, strength=strength,
-            time_spent_ms=5000, left="a", rationale="Clearer.",
-        )
-    Comparison.objects.filter(pk=comparison.pk).update(judgments_count=2, status=Comparison.Status.COMPLETE)
+    AssignmentFactory(comparison=comparison, rater=alice)
+    JudgmentFactory(comparison=comparison, rater=alice, outcome="a", strength=2, rationale="Clearer.")
+    JudgmentFactory(comparison=comparison, rater=bob, outcome="a", strength=3, rationale="Clearer.")
     return comparison
+
+
+@pytest.fixture
+def clerk(db):
+    """Staff, with no permissions until a test grants them."""
+    return UserFactory(username="clerk", is_staff=True)
 
 
 @pytest.fixture
@@ -69,10 +69,7 @@ def test_changelists_do_not_query_once_per_row(
     staff_client, project, alice, bob, model, django_assert_max_num_queries
 ):
     for _ in range(30):
-        comparison = ComparisonFactory(prompt__project=project)
-        Judgment.objects.create(
-            comparison=comparison, rater=alice, project=project, outcome="tie", time_spent_ms=1, left="a"
-        )
+        JudgmentFactory(comparison__prompt__project=project, rater=alice, outcome="tie")
 
     with django_assert_max_num_queries(15):
         response = staff_client.get(reverse(f"admin:labeling_{model}_changelist"))
@@ -185,14 +182,13 @@ def test_a_rater_is_sent_to_the_admin_login(client, alice, project, url):
 
 
 @pytest.mark.django_db
-def test_staff_without_the_permissions_get_403(client, project):
-    staff = UserFactory(username="clerk", is_staff=True)
-    client.force_login(staff)
+def test_staff_without_the_permissions_get_403(client, project, clerk):
+    client.force_login(clerk)
 
     assert client.get(reverse("admin:labeling_project_import")).status_code == 403
     assert client.get(reverse("admin:labeling_project_export", args=[project.pk, "raw"])).status_code == 403
 
-    staff.user_permissions.add(
+    clerk.user_permissions.add(
         Permission.objects.get(codename="add_comparison"), Permission.objects.get(codename="view_judgment")
     )
     assert client.get(reverse("admin:labeling_project_import")).status_code == 200
@@ -213,10 +209,9 @@ def test_judgments_and_leases_cannot_be_added_or_changed(staff_client, judged_co
 
 
 @pytest.mark.django_db
-def test_only_superusers_may_delete_judgments(client, judged_comparison):
-    staff = UserFactory(username="clerk", is_staff=True)
-    staff.user_permissions.add(*Permission.objects.filter(content_type__app_label="labeling"))
-    client.force_login(staff)
+def test_only_superusers_may_delete_judgments(client, judged_comparison, clerk):
+    clerk.user_permissions.add(*Permission.objects.filter(content_type__app_label="labeling"))
+    client.force_login(clerk)
     judgment = Judgment.objects.first()
 
     response = client.post(reverse("admin:labeling_judgment_delete", args=[judgment.pk]), {"post": "yes"})

@@ -6,9 +6,8 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from labeling.assignment import next_comparison_for
-from labeling.judgments import record_judgment
 from labeling.models import Assignment, Comparison, Judgment
-from tests.factories import ComparisonFactory, ProjectFactory
+from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -116,7 +115,7 @@ def test_it_accepts_a_judgment_without_a_lease_while_the_comparison_needs_judgme
 
 def test_it_answers_409_without_a_lease_when_others_fill_the_overlap(project, alice, bob, admin_user):
     comparison = ComparisonFactory(prompt__project=project)
-    record_judgment(rater=bob, comparison_id=comparison.pk, outcome="tie", time_spent_ms=1)
+    JudgmentFactory(comparison=comparison, rater=bob, outcome="tie")
     next_comparison_for(rater=admin_user, project=project)  # the second slot, leased
 
     response = logged_in(alice).post("/api/judgments/", a_judgment(comparison.pk), format="json")
@@ -130,7 +129,7 @@ def test_it_answers_409_without_a_lease_when_others_fill_the_overlap(project, al
 def test_it_answers_409_for_a_complete_comparison(project, alice, bob, admin_user):
     comparison = ComparisonFactory(prompt__project=project)
     for rater in (bob, admin_user):
-        record_judgment(rater=rater, comparison_id=comparison.pk, outcome="tie", time_spent_ms=1)
+        JudgmentFactory(comparison=comparison, rater=rater, outcome="tie")
     response = logged_in(alice).post("/api/judgments/", a_judgment(comparison.pk), format="json")
     assert response.status_code == 409
     assert Judgment.objects.count() == 2
@@ -208,12 +207,9 @@ def test_raters_read_only_their_own_judgments_newest_first(project, alice, bob):
     other = ProjectFactory()
     other.raters.add(alice)
     mine = [
-        record_judgment(
-            rater=alice, comparison_id=ComparisonFactory(prompt__project=p).pk, outcome="tie", time_spent_ms=1
-        ).judgment
-        for p in (project, other, project)
+        JudgmentFactory(comparison__prompt__project=p, rater=alice, outcome="tie") for p in (project, other, project)
     ]
-    bobs = record_judgment(rater=bob, comparison_id=mine[0].comparison_id, outcome="tie", time_spent_ms=1).judgment
+    bobs = JudgmentFactory(comparison=mine[0].comparison, rater=bob, outcome="tie")
     client = logged_in(alice)
 
     listed = client.get("/api/judgments/").json()
@@ -238,7 +234,7 @@ def test_the_project_filter_must_be_a_number(alice):
 
 def test_staff_read_only_their_own_judgments_too(project, alice, admin_user):
     comparison = ComparisonFactory(prompt__project=project)
-    judgment = record_judgment(rater=alice, comparison_id=comparison.pk, outcome="tie", time_spent_ms=1).judgment
+    judgment = JudgmentFactory(comparison=comparison, rater=alice, outcome="tie")
     client = logged_in(admin_user)
     assert client.get("/api/judgments/").json()["count"] == 0
     assert client.get(f"/api/judgments/{judgment.pk}/").status_code == 404
@@ -258,7 +254,7 @@ def test_posting_a_judgment_runs_a_small_constant_number_of_queries(
     project.raters.add(alice, bob)
     comparisons = ComparisonFactory.create_batch(size, prompt__project=project)
     for comparison in comparisons[:3]:
-        record_judgment(rater=bob, comparison_id=comparison.pk, outcome="tie", time_spent_ms=1)
+        JudgmentFactory(comparison=comparison, rater=bob, outcome="tie")
     client = logged_in(alice)
     task = lease(client, project)
     payload = a_judgment(task["comparison"], criteria={"helpfulness": "left"}, flags=["other"])

@@ -6,9 +6,8 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from labeling.assignment import next_comparison_for, skip_comparison
-from labeling.judgments import record_judgment
 from labeling.models import Assignment, Comparison
-from tests.factories import ComparisonFactory, ProjectFactory
+from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -19,16 +18,12 @@ def logged_in(user) -> APIClient:
     return client
 
 
-def judge(rater, comparison):
-    record_judgment(rater=rater, comparison_id=comparison.pk, outcome="tie", time_spent_ms=10)
-
-
 def test_it_lists_only_the_projects_a_rater_may_label_with_their_progress(project, alice, bob):
     first, second, _third = (ComparisonFactory(prompt__project=project) for _ in range(3))
     ComparisonFactory(prompt__project=project, status=Comparison.Status.RETIRED)
-    judge(alice, first)
-    judge(bob, first)  # overlap 2: now complete
-    judge(bob, second)
+    JudgmentFactory(comparison=first, rater=alice, outcome="tie")
+    JudgmentFactory(comparison=first, rater=bob, outcome="tie")  # overlap 2: now complete
+    JudgmentFactory(comparison=second, rater=bob, outcome="tie")
     held = next_comparison_for(rater=alice, project=project)
     assert held.comparison_id == second.pk
     skip_comparison(rater=alice, project=project, comparison_id=second.pk)
@@ -137,7 +132,7 @@ def test_next_twice_returns_the_same_comparison(project, alice):
 
 def test_next_answers_204_with_no_body_when_nothing_is_left(project, alice, bob):
     comparison = ComparisonFactory(prompt__project=project)
-    judge(alice, comparison)
+    JudgmentFactory(comparison=comparison, rater=alice, outcome="tie")
     response = logged_in(alice).get(f"/api/projects/{project.pk}/next/")
     assert response.status_code == 204
     assert response.content == b""
@@ -188,8 +183,8 @@ def test_next_runs_a_small_constant_number_of_queries(size, alice, bob, django_a
     comparisons = ComparisonFactory.create_batch(size, prompt__project=project)
     # Some history so the candidate query has leases and judgments to skip.
     for comparison in comparisons[:3]:
-        judge(bob, comparison)
-        judge(alice, comparison)
+        JudgmentFactory(comparison=comparison, rater=bob, outcome="tie")
+        JudgmentFactory(comparison=comparison, rater=alice, outcome="tie")
     next_comparison_for(rater=bob, project=project)
     client = logged_in(alice)
 

@@ -8,15 +8,9 @@ from django.utils import timezone
 from labeling.assignment import next_comparison_for, skip_comparison
 from labeling.judgments import record_judgment
 from labeling.models import Assignment, Comparison
-from tests.factories import ComparisonFactory, ProjectFactory, UserFactory
+from tests.factories import ComparisonFactory, JudgmentInputFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-def judge(rater, comparison_id, outcome="left"):
-    return record_judgment(
-        rater=rater, comparison_id=comparison_id, outcome=outcome, strength=2, time_spent_ms=1000
-    ).judgment
 
 
 def test_it_serves_the_highest_priority_then_the_oldest(project, alice):
@@ -29,7 +23,7 @@ def test_it_serves_the_highest_priority_then_the_oldest(project, alice):
     for _ in range(3):
         assignment = next_comparison_for(rater=alice, project=project)
         served.append(assignment.comparison_id)
-        judge(alice, assignment.comparison_id)
+        record_judgment(rater=alice, judgment=JudgmentInputFactory(comparison_id=assignment.comparison_id))
 
     assert served == [high_old.pk, high_new.pk, low.pk]
     assert next_comparison_for(rater=alice, project=project) is None
@@ -48,30 +42,29 @@ def test_it_never_assigns_a_comparison_twice_to_one_rater(project, alice):
     seen = []
     while (assignment := next_comparison_for(rater=alice, project=project)) is not None:
         seen.append(assignment.comparison_id)
-        judge(alice, assignment.comparison_id)
+        record_judgment(rater=alice, judgment=JudgmentInputFactory(comparison_id=assignment.comparison_id))
     assert len(seen) == 4 == len(set(seen))
 
 
-def test_it_never_hands_out_more_leases_and_judgments_than_the_overlap(project):
+def test_it_never_hands_out_more_leases_and_judgments_than_the_overlap(project, alice, bob, carol):
     project.overlap = 2
     project.save()
+    project.raters.add(carol)
     comparison = ComparisonFactory(prompt__project=project)
-    carol, dave, erin = (UserFactory(username=n) for n in ("carol", "dave", "erin"))
-    project.raters.add(carol, dave, erin)
 
-    first = next_comparison_for(rater=carol, project=project)
-    second = next_comparison_for(rater=dave, project=project)
+    first = next_comparison_for(rater=alice, project=project)
+    second = next_comparison_for(rater=bob, project=project)
     assert first.comparison_id == second.comparison_id == comparison.pk
     # Two live leases fill the overlap: a third rater gets nothing.
-    assert next_comparison_for(rater=erin, project=project) is None
+    assert next_comparison_for(rater=carol, project=project) is None
 
-    judge(carol, comparison.pk)
-    assert next_comparison_for(rater=erin, project=project) is None  # 1 judgment + 1 lease
-    judge(dave, comparison.pk)
+    record_judgment(rater=alice, judgment=JudgmentInputFactory(comparison_id=comparison.pk))
+    assert next_comparison_for(rater=carol, project=project) is None  # 1 judgment + 1 lease
+    record_judgment(rater=bob, judgment=JudgmentInputFactory(comparison_id=comparison.pk))
     comparison.refresh_from_db()
     assert comparison.status == Comparison.Status.COMPLETE
     assert comparison.judgments_count == 2
-    assert next_comparison_for(rater=erin, project=project) is None
+    assert next_comparison_for(rater=carol, project=project) is None
 
 
 def test_it_returns_expired_leases_to_the_pool(project, alice, bob):
@@ -116,39 +109,38 @@ def test_it_ignores_retired_and_complete_comparisons_and_other_projects(project,
     assert next_comparison_for(rater=alice, project=project) is None
 
 
-def test_it_randomises_the_left_side_per_lease(project):
+def test_it_randomises_the_left_side_per_lease(project, carol):
     ComparisonFactory.create_batch(40, prompt__project=project)
-    rater = UserFactory(username="carol")
     sides = set()
     for _ in range(40):
-        assignment = next_comparison_for(rater=rater, project=project)
+        assignment = next_comparison_for(rater=carol, project=project)
         sides.add(assignment.left)
         assert {assignment.left_response.pk, assignment.right_response.pk} == {
             assignment.comparison.response_a_id,
             assignment.comparison.response_b_id,
         }
-        skip_comparison(rater=rater, project=project, comparison_id=assignment.comparison_id)
+        skip_comparison(rater=carol, project=project, comparison_id=assignment.comparison_id)
     assert sides == {"a", "b"}  # (1/2)^39 chance of a false failure
 
 
 def _hot_path_query_counts(size):
     project = ProjectFactory()
-    alice, bob = UserFactory(), UserFactory()
-    project.raters.add(alice, bob)
+    rater, other = UserFactory.create_batch(2)
+    project.raters.add(rater, other)
     ComparisonFactory.create_batch(size, prompt__project=project)
-    # Bob has judged the top ones, so Alice's query must pass over rows.
+    # The other rater has judged the top ones, so this one's query must pass over rows.
     for _ in range(size // 5):
-        assignment = next_comparison_for(rater=bob, project=project)
-        judge(bob, assignment.comparison_id)
+        assignment = next_comparison_for(rater=other, project=project)
+        record_judgment(rater=other, judgment=JudgmentInputFactory(comparison_id=assignment.comparison_id))
 
     with CaptureQueriesContext(connection) as fresh:
-        assignment = next_comparison_for(rater=alice, project=project)
+        assignment = next_comparison_for(rater=rater, project=project)
         # Touch what the page renders: no lazy loads.
         _ = (assignment.left_response.text, assignment.right_response.text, assignment.comparison.prompt.conversation)
     with CaptureQueriesContext(connection) as held:
-        next_comparison_for(rater=alice, project=project)
+        next_comparison_for(rater=rater, project=project)
     with CaptureQueriesContext(connection) as submit:
-        judge(alice, assignment.comparison_id)
+        record_judgment(rater=rater, judgment=JudgmentInputFactory(comparison_id=assignment.comparison_id))
     return len(fresh), len(held), len(submit)
 
 

@@ -12,7 +12,7 @@ from django.db import connection, connections
 from labeling.assignment import next_comparison_for
 from labeling.judgments import record_judgment
 from labeling.models import Assignment, Comparison, Judgment
-from tests.factories import ComparisonFactory, ProjectFactory, UserFactory
+from tests.factories import ComparisonFactory, JudgmentInputFactory, ProjectFactory, UserFactory
 
 RATERS = 32
 COMPARISONS = 40
@@ -27,15 +27,10 @@ def _rater_loop(rater, project, barrier, errors, served):
             if assignment is None:
                 return
             served.append((rater.pk, assignment.comparison_id))
+            judgment = JudgmentInputFactory(comparison_id=assignment.comparison_id)
             # Submit twice, like a client retrying: must stay one judgment.
             for _ in range(2):
-                record_judgment(
-                    rater=rater,
-                    comparison_id=assignment.comparison_id,
-                    outcome="left",
-                    strength=1,
-                    time_spent_ms=10,
-                )
+                record_judgment(rater=rater, judgment=judgment)
     except Exception as error:  # collected and asserted on below
         errors.append(repr(error))
     finally:
@@ -45,7 +40,7 @@ def _rater_loop(rater, project, barrier, errors, served):
 @pytest.mark.django_db(transaction=True)
 def test_many_raters_at_once_never_double_assign_or_duplicate_judgments():
     project = ProjectFactory(overlap=OVERLAP)
-    raters = [UserFactory() for _ in range(RATERS)]
+    raters = UserFactory.create_batch(RATERS)
     project.raters.add(*raters)
     ComparisonFactory.create_batch(COMPARISONS, prompt__project=project)
 

@@ -7,27 +7,14 @@ from django.core.management import CommandError, call_command
 
 from labeling.exporting import export_preferences, rater_pseudonym, stream_preferences
 from labeling.models import Judgment
-from tests.factories import ComparisonFactory, ProjectFactory, UserFactory
+from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory
 
 A, B, TIE, BOTH_BAD = "a", "b", "tie", "both_bad"
 
 
-def judge(comparison, rater, outcome, strength=None, **fields):
-    return Judgment.objects.create(
-        comparison=comparison,
-        rater=rater,
-        project=comparison.project,
-        outcome=outcome,
-        strength=strength,
-        time_spent_ms=fields.pop("time_spent_ms", 4000),
-        left=fields.pop("left", "a"),
-        **fields,
-    )
-
-
 @pytest.fixture
-def raters(db, alice, bob):
-    return [alice, bob, UserFactory(username="carol", email="carol@example.com")]
+def raters(alice, bob, carol):
+    return [alice, bob, carol]
 
 
 @pytest.fixture
@@ -48,10 +35,10 @@ def judged(project, raters):
     for name, votes in cases.items():
         comparison = ComparisonFactory(prompt__project=project)
         for rater, (outcome, strength) in zip(raters, votes, strict=False):
-            judge(comparison, rater, outcome, strength)
+            JudgmentFactory(comparison=comparison, rater=rater, outcome=outcome, strength=strength)
         comparisons[name] = comparison
     # Another project's judgments never leak into this one's export.
-    judge(ComparisonFactory(prompt__project=ProjectFactory()), raters[0], A, 3)
+    JudgmentFactory(comparison__prompt__project=ProjectFactory(), rater=raters[0], outcome=A, strength=3)
     return comparisons
 
 
@@ -136,7 +123,7 @@ def test_raw_export_names_no_rater_but_keeps_them_apart(project, judged, raters)
     text = out.getvalue()
     for rater in raters:
         assert rater.username not in text
-    assert "carol@example.com" not in text
+        assert rater.email not in text
     pseudonyms = {json.loads(line)["rater"] for line in text.splitlines()}
     assert pseudonyms == {rater_pseudonym(r.pk) for r in raters}
     assert all(len(p) == 16 and int(p, 16) >= 0 for p in pseudonyms)
@@ -158,7 +145,7 @@ def test_exports_read_the_database_in_a_constant_number_of_queries(
     for _ in range(30):
         comparison = ComparisonFactory(prompt__project=project)
         for rater in raters:
-            judge(comparison, rater, A, 2)
+            JudgmentFactory(comparison=comparison, rater=rater, outcome=A, strength=2)
 
     with django_assert_max_num_queries(3):
         lines, result = export(project, format)

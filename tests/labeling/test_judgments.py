@@ -1,20 +1,28 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from labeling.assignment import next_comparison_for
-from labeling.judgments import ComparisonNotFound, InvalidJudgment, LeaseConflict, record_judgment
-from labeling.models import Assignment, Judgment
+from labeling.judgments import ComparisonNotFound, InvalidJudgment, LeaseConflict, delete_judgments, record_judgment
+from labeling.models import Assignment, Comparison, Judgment
 from labeling.signals import judgment_recorded
-from tests.factories import ComparisonFactory, ProjectFactory, UserFactory
+from tests.factories import (
+    AssignmentFactory,
+    ComparisonFactory,
+    JudgmentFactory,
+    JudgmentInputFactory,
+    ProjectFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
 
-def submit(rater, comparison_id, **fields):
-    values = {"outcome": "left", "strength": 2, "time_spent_ms": 1234} | fields
-    return record_judgment(rater=rater, comparison_id=comparison_id, **values)
+def submit(rater, comparison_id, *, project=None, now=None, **fields):
+    judgment = JudgmentInputFactory(comparison_id=comparison_id, **fields)
+    return record_judgment(rater=rater, judgment=judgment, project=project, now=now)
 
 
 def test_it_stores_left_and_right_as_a_and_b_in_the_order_shown(project, alice):
@@ -167,8 +175,7 @@ def test_staff_may_judge_any_active_project(admin_user):
     assert submit(admin_user, comparison.pk).created
 
 
-def test_a_deleted_rater_keeps_their_judgments(project):
-    carol = UserFactory(username="carol")
+def test_a_deleted_rater_keeps_their_judgments(project, carol):
     project.raters.add(carol)
     comparison = ComparisonFactory(prompt__project=project)
     submit(carol, comparison.pk)
@@ -184,10 +191,7 @@ def test_it_maps_an_answer_from_a_stale_tab_with_the_order_that_tab_showed(proje
     first = next_comparison_for(rater=alice, project=project, now=now)
     # The lease expires; a new one on the same comparison shows the other order.
     later = now + project.lease_duration + timedelta(seconds=1)
-    Assignment.objects.create(
-        comparison=comparison, rater=alice, project=project, left="b" if first.left == "a" else "a",
-        issued_at=later, expires_at=later + project.lease_duration,
-    )
+    AssignmentFactory(comparison=comparison, rater=alice, left="b" if first.left == "a" else "a", issued_at=later)
     recorded = submit(alice, comparison.pk, outcome="left", shown_left=first.left, now=later)
     assert recorded.judgment.left == first.left
     assert recorded.judgment.outcome == first.left
@@ -208,3 +212,63 @@ def test_it_only_finds_the_comparison_in_the_given_project(project, alice):
     comparison = ComparisonFactory(prompt__project=other)
     with pytest.raises(ComparisonNotFound):
         submit(alice, comparison.pk, project=project)
+
+
+# -- deleting -----------------------------------------------------------------
+
+
+def test_deleting_a_judgment_recounts_and_reopens_its_comparison(project, alice, bob, carol):
+    project.raters.add(carol)
+    comparison = ComparisonFactory(prompt__project=project)
+    mine = JudgmentFactory(comparison=comparison, rater=alice)
+    JudgmentFactory(comparison=comparison, rater=bob)
+    assert comparison.status == Comparison.Status.COMPLETE
+
+    assert delete_judgments(judgment_ids=[mine.pk]) == 1
+
+    comparison.refresh_from_db()
+    assert (comparison.judgments_count, comparison.status) == (1, Comparison.Status.OPEN)
+    assert not Judgment.objects.filter(pk=mine.pk).exists()
+    assert next_comparison_for(rater=carol, project=project).comparison_id == comparison.pk
+
+
+def test_deleting_judgments_recounts_every_comparison_they_were_on(project, alice, bob):
+    first, second, other = ComparisonFactory.create_batch(3, prompt__project=project)
+    for comparison in (first, second, other):
+        for rater in (alice, bob):
+            JudgmentFactory(comparison=comparison, rater=rater)
+    doomed = Judgment.objects.filter(comparison__in=[first, second], rater=alice).values_list("pk", flat=True)
+
+    assert delete_judgments(judgment_ids=doomed) == 2
+
+    counts = dict(Comparison.objects.values_list("pk", "judgments_count"))
+    assert counts == {first.pk: 1, second.pk: 1, other.pk: 2}
+    assert dict(Comparison.objects.values_list("pk", "status")) == {
+        first.pk: Comparison.Status.OPEN,
+        second.pk: Comparison.Status.OPEN,
+        other.pk: Comparison.Status.COMPLETE,
+    }
+
+
+def test_deleting_a_judgment_keeps_a_retired_comparison_retired(project, alice):
+    comparison = ComparisonFactory(prompt__project=project, status=Comparison.Status.RETIRED)
+    judgment = JudgmentFactory(comparison=comparison, rater=alice)
+
+    delete_judgments(judgment_ids=[judgment.pk])
+
+    comparison.refresh_from_db()
+    assert (comparison.judgments_count, comparison.status) == (0, Comparison.Status.RETIRED)
+
+
+def test_deleting_runs_the_same_queries_for_one_comparison_or_many(project, alice, bob):
+    def queries_to_delete(comparisons):
+        for comparison in comparisons:
+            JudgmentFactory(comparison=comparison, rater=alice)
+        ids = [j.pk for j in Judgment.objects.filter(comparison__in=comparisons)]
+        with CaptureQueriesContext(connection) as captured:
+            delete_judgments(judgment_ids=ids)
+        return len(captured)
+
+    assert queries_to_delete(ComparisonFactory.create_batch(1, prompt__project=project)) == queries_to_delete(
+        ComparisonFactory.create_batch(12, prompt__project=project)
+    )

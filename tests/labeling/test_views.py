@@ -1,17 +1,15 @@
 """The rater's pages, through Django's test client, checked against the database."""
 
 import re
-from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from labeling.forms import now_ms
 from labeling.models import Assignment, Comparison, Judgment
 from tests.conftest import PASSWORD
-from tests.factories import ComparisonFactory, ProjectFactory, ResponseFactory
+from tests.factories import AssignmentFactory, ComparisonFactory, JudgmentFactory, ProjectFactory, ResponseFactory
 
 HTMX = {"HTTP_HX_REQUEST": "true", "HTTP_HX_CURRENT_URL": "http://testserver/projects/demo/label/"}
 
@@ -24,19 +22,6 @@ def alice_client(client, alice):
 
 def comparisons(project, n):
     return [ComparisonFactory(prompt__project=project) for _ in range(n)]
-
-
-def hold(rater, comparison, *, left):
-    """Give `rater` a live lease on `comparison` with a known left side."""
-    now = timezone.now()
-    return Assignment.objects.create(
-        comparison=comparison,
-        rater=rater,
-        project=comparison.project,
-        left=left,
-        issued_at=now,
-        expires_at=now + timedelta(minutes=10),
-    )
 
 
 def shown_response_ids(html: str) -> tuple[int, int]:
@@ -94,11 +79,8 @@ def test_it_logs_a_rater_in_through_the_login_form_and_out_with_a_post(client, a
 
 def test_it_lists_only_the_raters_projects_with_their_progress(alice_client, alice, bob, project):
     first, second, third = comparisons(project, 3)
-    Judgment.objects.create(
-        comparison=first, rater=alice, project=project, outcome="a", strength=2, time_spent_ms=1, left="a"
-    )
-    hold(alice, second, left="a")
-    Assignment.objects.filter(comparison=second).update(state=Assignment.State.SKIPPED)
+    JudgmentFactory(comparison=first, rater=alice, outcome="a")
+    AssignmentFactory(comparison=second, rater=alice, state=Assignment.State.SKIPPED)
     ProjectFactory(name="Secret", slug="secret").raters.add(bob)
 
     response = alice_client.get("/")
@@ -146,7 +128,7 @@ def test_it_shows_the_leased_pair_in_the_assignments_order(alice_client, alice, 
     comparison.response_a.save()
     comparison.response_b.text = "Bravo answer"
     comparison.response_b.save()
-    hold(alice, comparison, left=left)
+    AssignmentFactory(comparison=comparison, rater=alice, left=left)
 
     response = alice_client.get(label_url(project))
 
@@ -199,9 +181,7 @@ def test_it_shows_guidelines_conversation_choices_and_shortcuts(alice_client, al
 
 def test_it_shows_all_done_when_nothing_is_left(alice_client, alice, project):
     (comparison,) = comparisons(project, 1)
-    Judgment.objects.create(
-        comparison=comparison, rater=alice, project=project, outcome="tie", time_spent_ms=1, left="a"
-    )
+    JudgmentFactory(comparison=comparison, rater=alice, outcome="tie")
 
     html = alice_client.get(label_url(project)).content.decode()
 
@@ -216,7 +196,7 @@ def test_it_shows_all_done_when_nothing_is_left(alice_client, alice, project):
 
 def test_it_stores_a_judgment_in_a_b_terms_and_returns_the_next_task_for_htmx(alice_client, alice, project):
     first, second = comparisons(project, 2)
-    hold(alice, first, left="b")  # response_b is on the left
+    AssignmentFactory(comparison=first, rater=alice, left="b")  # response_b is on the left
 
     response = alice_client.post(
         judge_url(project),
@@ -255,7 +235,7 @@ def test_it_stores_a_judgment_in_a_b_terms_and_returns_the_next_task_for_htmx(al
 
 def test_it_maps_right_to_the_response_shown_on_the_right(alice_client, alice, project):
     (comparison,) = comparisons(project, 1)
-    hold(alice, comparison, left="a")
+    AssignmentFactory(comparison=comparison, rater=alice, left="a")
 
     alice_client.post(
         judge_url(project), {"comparison_id": comparison.pk, "outcome": "right", "strength": "1", "time_spent_ms": "5"}
@@ -267,7 +247,7 @@ def test_it_maps_right_to_the_response_shown_on_the_right(alice_client, alice, p
 
 def test_it_stores_a_tie_without_a_strength(alice_client, alice, project):
     (comparison,) = comparisons(project, 1)
-    hold(alice, comparison, left="b")
+    AssignmentFactory(comparison=comparison, rater=alice, left="b")
 
     alice_client.post(
         judge_url(project), {"comparison_id": comparison.pk, "outcome": "tie", "strength": "2", "time_spent_ms": "5"}
@@ -279,7 +259,7 @@ def test_it_stores_a_tie_without_a_strength(alice_client, alice, project):
 
 def test_it_redirects_a_plain_form_post_back_to_the_label_page(alice_client, alice, project):
     (comparison,) = comparisons(project, 1)
-    hold(alice, comparison, left="a")
+    AssignmentFactory(comparison=comparison, rater=alice, left="a")
 
     response = alice_client.post(
         judge_url(project), {"comparison_id": comparison.pk, "outcome": "both_bad", "time_spent_ms": "5"}
@@ -294,7 +274,7 @@ def test_it_redirects_a_plain_form_post_back_to_the_label_page(alice_client, ali
 
 def test_it_measures_time_from_the_server_clock_when_no_script_ran(alice_client, alice, project):
     (comparison,) = comparisons(project, 1)
-    hold(alice, comparison, left="a")
+    AssignmentFactory(comparison=comparison, rater=alice, left="a")
 
     alice_client.post(
         judge_url(project),
@@ -306,7 +286,7 @@ def test_it_measures_time_from_the_server_clock_when_no_script_ran(alice_client,
 
 def test_it_shows_errors_next_to_the_form_and_stores_nothing(alice_client, alice, project):
     (comparison,) = comparisons(project, 1)
-    hold(alice, comparison, left="a")
+    AssignmentFactory(comparison=comparison, rater=alice, left="a")
 
     response = alice_client.post(
         judge_url(project),
@@ -326,7 +306,7 @@ def test_it_shows_errors_next_to_the_form_and_stores_nothing(alice_client, alice
 
 def test_it_shows_the_domain_rules_errors_next_to_their_field(alice_client, alice, project):
     (comparison,) = comparisons(project, 1)
-    hold(alice, comparison, left="a")
+    AssignmentFactory(comparison=comparison, rater=alice, left="a")
 
     # A preference with no strength passes the form but not record_judgment.
     response = alice_client.post(judge_url(project), {"comparison_id": comparison.pk, "outcome": "left"})
@@ -342,7 +322,7 @@ def test_it_refuses_an_outcome_the_project_does_not_allow(alice_client, alice, p
     project.allow_ties = False
     project.save()
     (comparison,) = comparisons(project, 1)
-    hold(alice, comparison, left="a")
+    AssignmentFactory(comparison=comparison, rater=alice, left="a")
 
     response = alice_client.post(judge_url(project), {"comparison_id": comparison.pk, "outcome": "tie"}, **HTMX)
 
@@ -355,7 +335,7 @@ def test_it_explains_a_lease_conflict_and_offers_the_next_task(alice_client, ali
     full, other = comparisons(project, 2)
     project.overlap = 1
     project.save()
-    hold(bob, full, left="a")  # bob holds the only slot; alice has no lease on it
+    AssignmentFactory(comparison=full, rater=bob, left="a")  # bob holds the only slot; alice has no lease on it
 
     response = alice_client.post(
         judge_url(project), {"comparison_id": full.pk, "outcome": "left", "strength": "2", "time_spent_ms": "5"}, **HTMX
@@ -370,7 +350,7 @@ def test_it_explains_a_lease_conflict_and_offers_the_next_task(alice_client, ali
 
 def test_a_repeated_post_does_not_store_a_second_judgment(alice_client, alice, project):
     (comparison,) = comparisons(project, 1)
-    hold(alice, comparison, left="a")
+    AssignmentFactory(comparison=comparison, rater=alice, left="a")
     post = {"comparison_id": comparison.pk, "outcome": "left", "strength": "2", "time_spent_ms": "5"}
 
     alice_client.post(judge_url(project), post, **HTMX)
@@ -382,7 +362,7 @@ def test_a_repeated_post_does_not_store_a_second_judgment(alice_client, alice, p
 
 def test_judging_runs_a_bounded_number_of_queries(alice_client, alice, project, django_assert_max_num_queries):
     first, _ = comparisons(project, 2)
-    hold(alice, first, left="a")
+    AssignmentFactory(comparison=first, rater=alice, left="a")
     post = {"comparison_id": first.pk, "outcome": "left", "strength": "2", "time_spent_ms": "5"}
 
     # Session, user, project; record (with its savepoint pair); lease the next
@@ -396,7 +376,7 @@ def test_judging_runs_a_bounded_number_of_queries(alice_client, alice, project, 
 
 def test_it_skips_a_comparison_and_never_offers_it_again(alice_client, alice, project):
     first, second = comparisons(project, 2)
-    hold(alice, first, left="a")
+    AssignmentFactory(comparison=first, rater=alice, left="a")
 
     response = alice_client.post(reverse("labeling:skip", args=[project.slug]), {"comparison_id": first.pk}, **HTMX)
 
@@ -417,7 +397,7 @@ def test_it_skips_a_comparison_and_never_offers_it_again(alice_client, alice, pr
 
 def test_it_refuses_posts_without_a_csrf_token(alice, project):
     (comparison,) = comparisons(project, 1)
-    hold(alice, comparison, left="a")
+    AssignmentFactory(comparison=comparison, rater=alice, left="a")
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
     post = {"comparison_id": comparison.pk, "outcome": "left", "strength": "2", "time_spent_ms": "5"}

@@ -1,8 +1,16 @@
-import pytest
+import base64
+import json
 
-from labeling.models import Comparison, Judgment
-from tests.factories import ComparisonFactory, PromptFactory, ResponseFactory, UserFactory
+import pytest
+from django.conf import settings as django_settings
+
+from config.broker import filesystem_transport_options
+from tests.brokers import use_broker
+from tests.factories import ComparisonFactory, JudgmentFactory, PromptFactory, ResponseFactory, UserFactory
 from tests.rewardmodel.core.conftest import WORDS, build_tiny_backbone
+from tests.rewardmodel.factories import LoopSettingsFactory
+
+CLOSED_PORT = "redis://127.0.0.1:1/0"
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +34,43 @@ def tiny_training(settings, tiny_backbone_dir, tmp_path):
     return settings
 
 
+@pytest.fixture
+def loop_settings(project):
+    """The project's loop settings row (the defaults until a test changes them)."""
+    return LoopSettingsFactory(project=project)
+
+
+# -- brokers -------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """The embedded filesystem broker in this test's own folder: published messages land in the returned folder."""
+    folder = tmp_path / "broker"
+    with use_broker("filesystem://", filesystem_transport_options(folder)):
+        yield folder / "queue"
+
+
+@pytest.fixture
+def broker_down():
+    """Redis on a port nobody listens on, with the web side's fail-fast options."""
+    with use_broker(CLOSED_PORT, django_settings.REDIS_BROKER_TRANSPORT_OPTIONS):
+        yield
+
+
+def published(folder) -> list[tuple[str, list, dict]]:
+    """(task name, args, kwargs) of every message the filesystem broker holds."""
+    messages = []
+    for path in sorted(folder.iterdir()):
+        message = json.loads(path.read_text())
+        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        messages.append((message["headers"]["task"], args, kwargs))
+    return messages
+
+
+# -- data ------------------------------------------------------------------------
+
+
 def marker_project(project, *, prompts: int = 30, judge=True):
     """Prompts with a 'marker' response (which raters prefer) and a plain one,
     plus a third response so there are unlabelled candidate pairs."""
@@ -45,16 +90,5 @@ def marker_project(project, *, prompts: int = 30, judge=True):
         for comparison in comparisons:
             winner = "a" if "marker" in comparison.response_a.text else "b"
             for rater in raters:
-                Judgment.objects.create(
-                    comparison=comparison,
-                    rater=rater,
-                    project=project,
-                    outcome=winner,
-                    strength=2,
-                    time_spent_ms=1000,
-                    left="a",
-                )
-            Comparison.objects.filter(pk=comparison.pk).update(
-                judgments_count=len(raters), status=Comparison.Status.COMPLETE if project.overlap <= 2 else "open"
-            )
+                JudgmentFactory(comparison=comparison, rater=rater, outcome=winner, strength=2)
     return comparisons

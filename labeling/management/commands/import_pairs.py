@@ -9,7 +9,7 @@ from labeling.importing import FORMATS, ImportFileError, import_pairs
 
 class Command(BaseCommand):
     help = (
-        "Import comparisons from a JSONL file (hh, pairs or responses format; see labeling/importing.py). "
+        "Import comparisons from a JSONL file (hh, pairs or responses format; see labeling/importing/formats.py). "
         "The whole file is checked first; a malformed line aborts the import and nothing is written. "
         "Re-importing the same file adds nothing."
     )

@@ -4,7 +4,9 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling.models import Project
-from rewardmodel.pipeline import run_retrain
+from rewardmodel.models import Trigger
+from rewardmodel.pipeline import RetrainStatus, run_retrain
+from rewardmodel.tasks import publish_retrain
 
 
 class Command(BaseCommand):
@@ -54,16 +56,19 @@ class Command(BaseCommand):
             outcome = run_retrain(
                 project_id=project.pk,
                 owner=f"command-{uuid.uuid4()}",
-                trigger="command",
+                trigger=Trigger.COMMAND,
                 config_overrides=overrides,
                 include_reference_labels=options["include_reference_labels"],
                 force=True,
             )
         except ValueError as error:  # a bad option value (TrainConfig validation)
             raise CommandError(str(error)) from None
+        if outcome.pending_again:
+            # Asked for while this ran (a trigger, a button): the workers take it from here.
+            publish_retrain(project_id=project.pk)
         version = outcome.version
         result = {
-            "status": outcome.status,
+            "status": outcome.status.value,
             "version": version.version if version else None,
             "version_status": version.status if version else None,
             "device": version.device if version else None,
@@ -71,8 +76,8 @@ class Command(BaseCommand):
             "metrics": version.metrics if version else {},
             "durations": version.durations if version else {},
         }
-        if outcome.status in ("failed", "gave_up", "skipped") or outcome.status == "coalesced":
+        if outcome.status != RetrainStatus.TRAINED:
             self.stderr.write(outcome.detail or (version.error if version else ""))
         self.stdout.write(json.dumps(result, sort_keys=True, default=float))
-        if outcome.status != "trained":
+        if outcome.status != RetrainStatus.TRAINED:
             raise SystemExit(1)

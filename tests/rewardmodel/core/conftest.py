@@ -11,7 +11,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import torch  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # noqa: E402
 
-from rewardmodel.core import PreferenceExample, TrainConfig  # noqa: E402
+from rewardmodel.core.config import TrainConfig  # noqa: E402
+from rewardmodel.core.examples import PreferenceExample  # noqa: E402
 
 WORDS = (
     "human assistant system user : , . ? ! the a an is it to of and you i we can please help me tell how what why "

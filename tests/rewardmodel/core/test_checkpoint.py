@@ -5,22 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from rewardmodel.core import (
-    CheckpointError,
-    default_model_root,
-    load_checkpoint,
-    save_checkpoint,
-    score,
-    train,
-)
+from rewardmodel.core.checkpoint import CheckpointError, default_model_root, load_checkpoint, save_checkpoint
+from rewardmodel.core.config import TrainConfig
+from rewardmodel.core.scoring import score
+from rewardmodel.core.train import train
 
 from .conftest import marker_pairs
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_backbone):
-    from rewardmodel.core import TrainConfig
-
     config = TrainConfig(backbone=tiny_backbone, max_length=48, batch_size=8, learning_rate=1e-3, device="cpu")
     return train(config, marker_pairs(48), marker_pairs(16, seed=1))
 

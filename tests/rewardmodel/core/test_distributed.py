@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from rewardmodel.core import holdout_split, load_checkpoint, score, train
+from rewardmodel.core.checkpoint import load_checkpoint
+from rewardmodel.core.examples import holdout_split
 from rewardmodel.core.jsonl import read_preferences
+from rewardmodel.core.scoring import score
+from rewardmodel.core.train import train
 
 from .conftest import marker_pairs
 

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["data", "examples", "jsonl", "loss"])
+@pytest.mark.parametrize("module", ["data", "examples", "jsonl", "loss", "scoring"])
 def test_the_docstring_examples_hold(module):
     result = doctest.testmod(importlib.import_module(f"rewardmodel.core.{module}"), optionflags=doctest.ELLIPSIS)
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from rewardmodel.core import PreferenceExample, evaluate, load_backbone
-from rewardmodel.core.evaluate import expected_calibration_error, pairwise_accuracy
+from rewardmodel.core.evaluate import evaluate, expected_calibration_error, pairwise_accuracy
+from rewardmodel.core.examples import PreferenceExample
+from rewardmodel.core.model import load_backbone
 
 from .conftest import marker_pairs
 

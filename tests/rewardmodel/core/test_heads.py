@@ -5,11 +5,11 @@ import dataclasses
 import pytest
 import torch
 
-from rewardmodel.core import score, train
 from rewardmodel.core.checkpoint import load_checkpoint, save_checkpoint
 from rewardmodel.core.config import TrainConfig
 from rewardmodel.core.loss import bradley_terry_loss
-from rewardmodel.core.train import bootstrap_weights
+from rewardmodel.core.scoring import score
+from rewardmodel.core.train import bootstrap_weights, train
 
 from .conftest import marker_pairs
 

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from rewardmodel.core import holdout_split, load_checkpoint
+from rewardmodel.core.checkpoint import load_checkpoint
 from rewardmodel.core.cli import main
+from rewardmodel.core.examples import holdout_split
 from rewardmodel.core.jsonl import read_preferences
 
 from .conftest import marker_pairs

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rewardmodel.core import PreferenceExample, bradley_terry_loss, soft_target
+from rewardmodel.core.examples import PreferenceExample, soft_target
+from rewardmodel.core.loss import bradley_terry_loss
 
 
 def loss_and_gradient(margin: float, target: float, weight: float = 1.0) -> tuple[float, float]:

@@ -6,7 +6,6 @@ import torch
 from transformers import AutoTokenizer, BertModel, GPT2Config, GPT2ForSequenceClassification
 
 from rewardmodel.core import model as model_module
-from rewardmodel.core import train
 from rewardmodel.core.data import pad_sequences
 from rewardmodel.core.model import (
     check_cpu_precision,
@@ -15,6 +14,7 @@ from rewardmodel.core.model import (
     load_backbone,
     rewards,
 )
+from rewardmodel.core.train import train
 
 from .conftest import marker_pairs
 

@@ -6,8 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewardmodel.core import TrainConfig, evaluate, load_backbone, train
+from rewardmodel.core.config import TrainConfig
+from rewardmodel.core.evaluate import evaluate
 from rewardmodel.core.jsonl import read_preferences
+from rewardmodel.core.model import load_backbone
+from rewardmodel.core.train import train
 
 HH_DEV = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "hh_harmless_dev.jsonl"
 

@@ -1,6 +1,7 @@
 import dataclasses
 
-from rewardmodel.core import load_backbone, score
+from rewardmodel.core.model import load_backbone
+from rewardmodel.core.scoring import score
 
 from .conftest import marker_pairs
 

@@ -3,8 +3,10 @@ import dataclasses
 import pytest
 import torch
 
-from rewardmodel.core import TrainingCancelled, load_backbone, score, train
 from rewardmodel.core.data import length_grouped_batches
+from rewardmodel.core.model import load_backbone
+from rewardmodel.core.scoring import score
+from rewardmodel.core.train import TrainingCancelled, train
 
 from .conftest import marker_pairs
 

@@ -3,15 +3,16 @@ from django.core.management.base import BaseCommand, CommandError
 
 from labeling import demo
 from labeling.importing import ImportFileError
+from rewardmodel.demo import load_demo
 
 URL = "http://127.0.0.1:8000"
 
 
 class Command(BaseCommand):
     help = (
-        'Load the demo project "demo" (prompts, responses, comparisons, rater guidelines) and the demo '
-        "accounts admin, alice and bob. Safe to run again: nothing is duplicated, and accounts keep "
-        "passwords their users changed."
+        'Load the demo project "demo" (prompts, responses, comparisons, rater guidelines, a reward-model loop '
+        "that retrains every 10 judgments) and the demo accounts admin, alice and bob. Safe to run again: "
+        "nothing is duplicated, and accounts keep passwords their users changed."
     )
 
     def add_arguments(self, parser):
@@ -31,9 +32,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, no_accounts, reset_passwords, force, **options):
         try:
-            result = demo.load_demo(
-                accounts=not no_accounts, reset_passwords=reset_passwords, allow_in_production=force
-            )
+            result = load_demo(accounts=not no_accounts, reset_passwords=reset_passwords, allow_in_production=force)
         except demo.DemoRefused as refused:
             raise CommandError(
                 f"{refused} Nothing was changed. Use --no-accounts to load only the demo project, "

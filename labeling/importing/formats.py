@@ -1,0 +1,342 @@
+"""The three import formats: lines of a file -> a ParsedFile, with no database access.
+
+One JSON object per line (JSONL); blank lines are skipped. Three formats:
+
+  hh         {"chosen": dialogue, "rejected": dialogue}, Anthropic's HH-RLHF layout.
+  pairs      {"prompt": str | [turns], "response_a": str, "response_b": str,
+              optional "label": "a"|"b"|"tie", "model_a", "model_b", "metadata": {...}, "id"}
+  responses  {"prompt": str | [turns], "responses": [{"text": str, "model": str, "metadata": {...}}, ...],
+              optional "metadata", "id"}
+
+A turn is {"role": "user"|"assistant"|"system", "content": str}; a string prompt is
+one user turn. A prompt must end with a user turn (the responses answer it) and may
+start with a system turn. "metadata" is kept on the prompt and "id" becomes
+Prompt.external_id; both are taken from the first line that brings the prompt.
+The format is the one asked for, or detected from the first line's keys; a file
+cannot mix them.
+
+HH dialogues are "\\n\\nHuman: ...\\n\\nAssistant: ..." texts. They are split on those
+markers only where a blank line precedes them, so "Human:" written inside a turn
+stays text (the data has such turns). Consecutive turns of one role are merged into
+one turn, as a chat template expects alternating roles; in the real data this is
+how an assistant reply that itself contains "\\n\\nAssistant:" reads. The two
+dialogues must then be identical but for their final assistant turn: that shared
+prefix is the prompt, the two final turns are the responses, and a line where the
+dialogues differ earlier is malformed. The human label becomes the comparison's
+reference_label (pairing.pair_order decides which reply is A). A line whose final
+replies are empty or identical carries no comparison a rater could make; it is
+skipped and reported (ParsedFile.skipped) rather than failing the file, because
+published HH files contain such lines (3 of 1,850 in harmless-base test) and
+cannot be fixed by whoever imports them. In our own formats the same defects are
+errors: the author of the file can fix them.
+
+Every malformed line raises ImportFileError("line N: what is wrong"). Rows are
+keyed by content hash (Prompt: sha256 of the canonical conversation JSON;
+Response: sha256 of the text, per prompt; Comparison: the unordered pair of
+responses), so a file that repeats itself yields each row once, and the importer
+can match them against the rows already stored.
+"""
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from . import pairing, values
+from .values import Malformed
+
+FORMATS = ("hh", "pairs", "responses")
+LABELS = ("a", "b", "tie")
+HH_SOURCE = "hh-rlhf"
+_KEYS = {  # format -> (required keys, optional keys)
+    "hh": ({"chosen", "rejected"}, set()),
+    "pairs": ({"prompt", "response_a", "response_b"}, {"label", "model_a", "model_b", "metadata", "id"}),
+    "responses": ({"prompt", "responses"}, {"metadata", "id"}),
+}
+_HH_MARKERS = {"Human": "user", "Assistant": "assistant"}
+_HH_TURN_SPLIT = re.compile(r"\n\n(Human|Assistant):")
+
+
+class ImportFileError(ValueError):
+    """A line of the file is malformed; str() is "line N: what is wrong"."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+        self.message = message
+
+
+class _Skip(Exception):
+    """An HH line with no comparison in it (see the module docstring)."""
+
+
+@dataclass(slots=True)
+class PromptRow:
+    conversation: list
+    metadata: dict
+    external_id: str
+    line: int  # the first line that brought it
+
+
+@dataclass(slots=True)
+class ResponseRow:
+    text: str
+    source: str
+    metadata: dict
+    line: int
+
+
+@dataclass(slots=True)
+class ComparisonRow:
+    prompt_hash: str
+    a_hash: str
+    b_hash: str
+    label: str
+    line: int
+
+
+@dataclass
+class ParsedFile:
+    """Everything the file asks for, deduplicated by content hash, in file order."""
+
+    format: str = ""
+    lines: int = 0  # non-blank lines read
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, why): hh lines with no comparison
+    prompts: dict[str, PromptRow] = field(default_factory=dict)  # prompt hash -> row
+    responses: dict[tuple[str, str], ResponseRow] = field(default_factory=dict)  # (prompt hash, hash) -> row
+    comparisons: dict[tuple, ComparisonRow] = field(default_factory=dict)  # (prompt hash, unordered pair) -> row
+
+    def prompt(self, conversation, line, metadata=None, external_id="") -> str:
+        digest = _sha256(json.dumps(conversation, sort_keys=True, ensure_ascii=False))
+        if digest not in self.prompts:
+            self.prompts[digest] = PromptRow(conversation, metadata or {}, external_id, line)
+        return digest
+
+    def response(self, prompt_hash, text, line, source="", metadata=None) -> str:
+        digest = _sha256(text)
+        self.responses.setdefault((prompt_hash, digest), ResponseRow(text, source, metadata or {}, line))
+        return digest
+
+    def comparison(self, prompt_hash, a_hash, b_hash, label, line) -> None:
+        key = (prompt_hash, *pairing.unordered(a_hash, b_hash))
+        self.comparisons.setdefault(key, ComparisonRow(prompt_hash, a_hash, b_hash, label, line))
+
+
+def check_format(format: str | None) -> None:
+    """A programmer's error, not a file's: the callers offer FORMATS as choices."""
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"Unknown format {format!r}; expected one of {', '.join(FORMATS)}.")
+
+
+def parse(lines: Iterable[str | bytes], *, format: str | None, pairs_per_prompt: int) -> ParsedFile:
+    """Read and check every line. format None detects it from the first line.
+    Raises ImportFileError for the first malformed line."""
+    check_format(format)
+    parsed = ParsedFile(format=format or "")
+    for number, obj in _records(lines):
+        parsed.lines += 1
+        try:
+            detected = _detect(obj)
+            if not parsed.format:
+                if detected is None:
+                    raise Malformed(
+                        f"cannot tell the format from the keys ({', '.join(sorted(obj)) or 'none'}): expected "
+                        "chosen/rejected (hh), prompt/response_a/response_b (pairs) or prompt/responses (responses)"
+                    )
+                parsed.format = detected
+            elif detected is not None and detected != parsed.format:
+                raise Malformed(f"this is a {detected} line but the file is {parsed.format}; formats cannot be mixed")
+            _check_keys(obj, parsed.format)
+            if parsed.format == "hh":
+                _parse_hh(obj, parsed, number)
+            elif parsed.format == "pairs":
+                _parse_pair(obj, parsed, number)
+            else:
+                _parse_responses(obj, parsed, number, pairs_per_prompt)
+        except Malformed as error:
+            raise ImportFileError(number, str(error)) from None
+        except _Skip as skip:
+            parsed.skipped.append((number, str(skip)))
+    if parsed.lines == 0:
+        raise ImportFileError(1, "the file has no JSON lines (it is empty or blank)")
+    return parsed
+
+
+@dataclass(frozen=True)
+class LabeledPair:
+    conversation: list[dict]
+    response_a: str
+    response_b: str
+    label: str  # "a", "b", "tie", or "" when the line has none
+
+
+def parse_labeled_pairs(lines: Iterable[str | bytes], *, format: str | None = None) -> list[LabeledPair]:
+    """The pairs in a file with their labels, checked exactly as import_pairs checks them, with
+    no database access: for scoring a model on held-out data. Duplicate pairs appear once; an hh
+    pair's A/B order is the one import_pairs would store. Raises ImportFileError."""
+    parsed = parse(lines, format=format, pairs_per_prompt=pairing.pairs_per_prompt(None))
+    return [
+        LabeledPair(
+            conversation=parsed.prompts[c.prompt_hash].conversation,
+            response_a=parsed.responses[(c.prompt_hash, c.a_hash)].text,
+            response_b=parsed.responses[(c.prompt_hash, c.b_hash)].text,
+            label=c.label,
+        )
+        for c in parsed.comparisons.values()
+    ]
+
+
+# --- Lines -> JSON objects ---
+
+
+def _records(lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ImportFileError(number, "not valid UTF-8") from None
+        if number == 1:
+            raw = raw.removeprefix("\ufeff")  # a byte-order mark some editors write
+        if not raw.strip():
+            continue
+        try:
+            obj = _DECODER.decode(raw)
+        except ValueError as error:
+            raise ImportFileError(number, f"not valid JSON ({error})") from None
+        except RecursionError:
+            raise ImportFileError(number, "JSON nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise ImportFileError(number, f"expected a JSON object, got {values.json_type(obj)}")
+        yield number, obj
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not allowed")
+
+
+# One decoder for every line: json.loads(..., parse_constant=...) would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _detect(obj: dict) -> str | None:
+    if "chosen" in obj or "rejected" in obj:
+        return "hh"
+    if "response_a" in obj or "response_b" in obj:
+        return "pairs"
+    if "responses" in obj:
+        return "responses"
+    return None
+
+
+def _check_keys(obj: dict, format: str) -> None:
+    required, optional = _KEYS[format]
+    missing = sorted(required - obj.keys())
+    if missing:
+        raise Malformed(f"missing field {', '.join(repr(k) for k in missing)}")
+    unknown = sorted(obj.keys() - required - optional)
+    if unknown:
+        allowed = ", ".join(sorted(required | optional))
+        raise Malformed(f"unknown field {', '.join(repr(k) for k in unknown)} (a {format} line has: {allowed})")
+
+
+# --- One line of each format ---
+
+
+def _parse_hh(obj: dict, parsed: ParsedFile, line: int) -> None:
+    chosen = _hh_turns(obj["chosen"], "chosen")
+    rejected = _hh_turns(obj["rejected"], "rejected")
+    if chosen[:-1] != rejected[:-1]:
+        raise Malformed("the chosen and rejected dialogues differ before their final Assistant reply")
+    prompt = chosen[:-1]
+    if not prompt:
+        raise Malformed("no Human turn before the final Assistant reply")
+    for turn in prompt:
+        if not turn["content"]:
+            raise Malformed(f"an empty {'Human' if turn['role'] == 'user' else 'Assistant'} turn in the prompt")
+    chosen_text, rejected_text = chosen[-1]["content"], rejected[-1]["content"]
+    for name, text in (("chosen", chosen_text), ("rejected", rejected_text)):
+        if not text:
+            raise _Skip(f"the {name} final reply is empty")
+    if chosen_text == rejected_text:
+        raise _Skip("the chosen and rejected final replies are the same text")
+    prompt_hash = parsed.prompt(prompt, line)
+    chosen_hash = parsed.response(prompt_hash, chosen_text, line, source=HH_SOURCE)
+    rejected_hash = parsed.response(prompt_hash, rejected_text, line, source=HH_SOURCE)
+    parsed.comparison(prompt_hash, *pairing.pair_order(chosen_hash, rejected_hash), line)
+
+
+def _hh_turns(dialogue, name: str) -> list[dict]:
+    if not isinstance(dialogue, str):
+        raise Malformed(f"{name!r} must be a string, got {values.json_type(dialogue)}")
+    values.check_text(dialogue, f"the {name} dialogue")
+    # Split on the markers that start a line after a blank one; a dialogue may
+    # also begin with a bare "Human:".
+    parts = _HH_TURN_SPLIT.split("\n\n" + dialogue.lstrip())
+    if parts[0].strip():
+        raise Malformed(f"the {name} dialogue does not start with 'Human:'")
+    turns: list[dict] = []
+    for marker, content in zip(parts[1::2], parts[2::2], strict=True):
+        role, content = _HH_MARKERS[marker], content.strip()
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] = "\n\n".join(c for c in (turns[-1]["content"], content) if c)
+        else:
+            turns.append({"role": role, "content": content})
+    if not turns or turns[-1]["role"] != "assistant":
+        raise Malformed(f"the {name} dialogue does not end with an Assistant reply")
+    return turns
+
+
+def _parse_pair(obj: dict, parsed: ParsedFile, line: int) -> None:
+    conversation = values.conversation(obj["prompt"])
+    text_a = values.response_text(obj["response_a"], "response_a")
+    text_b = values.response_text(obj["response_b"], "response_b")
+    if text_a.strip() == text_b.strip():
+        raise Malformed("response_a and response_b are the same text")
+    label = obj.get("label")
+    if label is None:
+        label = ""
+    elif label not in LABELS:
+        raise Malformed(f"unknown label {label!r}: expected one of {', '.join(LABELS)}")
+    prompt_hash = parsed.prompt(
+        conversation, line, values.metadata(obj.get("metadata")), values.external_id(obj.get("id"))
+    )
+    a_hash = parsed.response(prompt_hash, text_a, line, source=values.source(obj.get("model_a"), "model_a"))
+    b_hash = parsed.response(prompt_hash, text_b, line, source=values.source(obj.get("model_b"), "model_b"))
+    parsed.comparison(prompt_hash, a_hash, b_hash, label, line)
+
+
+def _parse_responses(obj: dict, parsed: ParsedFile, line: int, pairs_per_prompt: int) -> None:
+    conversation = values.conversation(obj["prompt"])
+    items = obj["responses"]
+    if not isinstance(items, list):
+        raise Malformed(f"'responses' must be a list, got {values.json_type(items)}")
+    distinct: dict[str, tuple] = {}
+    for index, item in enumerate(items, start=1):
+        where = f"responses[{index}]"
+        if not isinstance(item, dict):
+            raise Malformed(f'{where} must be an object {{"text", "model"}}, got {values.json_type(item)}')
+        unknown = sorted(item.keys() - {"text", "model", "metadata"})
+        if unknown:
+            raise Malformed(f"{where} has unknown field {', '.join(repr(k) for k in unknown)}")
+        if "text" not in item:
+            raise Malformed(f"{where} is missing field 'text'")
+        text = values.response_text(item["text"], f"{where}.text")
+        source = values.source(item.get("model"), f"{where}.model")
+        distinct.setdefault(text, (source, values.metadata(item.get("metadata"), f"{where}.metadata")))
+    if len(distinct) < 2:
+        raise Malformed(f"a responses line needs at least 2 distinct responses, got {len(distinct)}")
+    prompt_hash = parsed.prompt(
+        conversation, line, values.metadata(obj.get("metadata")), values.external_id(obj.get("id"))
+    )
+    hashes = [
+        parsed.response(prompt_hash, text, line, source=source, metadata=metadata)
+        for text, (source, metadata) in distinct.items()
+    ]
+    for i, j in pairing.spread_pairs(len(hashes), pairs_per_prompt):
+        parsed.comparison(prompt_hash, hashes[i], hashes[j], "", line)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
