@@ -266,11 +266,13 @@ MODEL_ROOT = Path(env_str("MODEL_ROOT", str(VAR_DIR / "models")))
 # Broker: Redis when REDIS_URL (or CELERY_BROKER_URL) is set; otherwise kombu's
 # filesystem transport under var/broker, which needs no server, so `make run`
 # runs web, worker and beat on a bare machine. The database stays the truth:
-# a message lost by either broker is found again by the periodic reconcile.
+# a retrain lost by either broker is found again by the periodic reconcile.
 REDIS_URL = env_str("REDIS_URL")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
-# The longest training we expect; Redis redelivers an unacknowledged task after
-# its visibility timeout, which must therefore be longer (PITFALLS.md).
+# The longest training we expect. Redis redelivers a task that is not yet
+# acknowledged (tasks ack late, after they finish) once its visibility timeout
+# has passed, so the timeout must be longer than this, or a long training is
+# delivered twice.
 REWARD_MODEL_MAX_TRAINING_SECONDS = env_int("REWARD_MODEL_MAX_TRAINING_SECONDS", 4 * 3600)
 # Redis transport options. A rater's request must never hang on a broker that
 # is down: one connection attempt (max_retries 0), short socket timeouts.
@@ -300,18 +302,25 @@ CELERY_TASK_PUBLISH_RETRY = False  # publishing fails fast; reconcile catches up
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Tests run tasks in-process when they ask for it (CELERY_TASK_ALWAYS_EAGER=true).
+# Run tasks in the process that publishes them instead of a worker
+# (CELERY_TASK_ALWAYS_EAGER=true): debugging the loop without a worker.
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
-# Reward-model training defaults (rewardmodel.core.TrainConfig fields): a
-# backbone path or hub id ("" = the bundled all-MiniLM-L6-v2) and overrides as
-# JSON, e.g. REWARD_MODEL_TRAINING='{"epochs": 2, "max_length": 384}'.
+# Reward-model training defaults (rewardmodel.core.config.TrainConfig fields):
+# a backbone path or hub id ("" = the bundled all-MiniLM-L6-v2) and overrides
+# as JSON, e.g. REWARD_MODEL_TRAINING='{"epochs": 2, "max_length": 384}'.
 REWARD_MODEL_BACKBONE = env_str("REWARD_MODEL_BACKBONE")
 try:
     REWARD_MODEL_TRAINING = json.loads(env_str("REWARD_MODEL_TRAINING", "{}"))
 except ValueError:
-    raise ImproperlyConfigured("REWARD_MODEL_TRAINING must be a JSON object of TrainConfig fields") from None
+    REWARD_MODEL_TRAINING = None
+if not isinstance(REWARD_MODEL_TRAINING, dict):
+    raise ImproperlyConfigured("REWARD_MODEL_TRAINING must be a JSON object of TrainConfig fields")
 # A training worker renews its single-flight lease while it works; a lease not
 # renewed for this long belongs to a dead worker and may be taken over.
 REWARD_MODEL_LOCK_TTL_SECONDS = env_int("REWARD_MODEL_LOCK_TTL_SECONDS", 300)
 # Reward heads trained for projects with "ensemble" acquisition (bootstrapped heads on one backbone).
 REWARD_MODEL_ENSEMBLE_HEADS = env_int("REWARD_MODEL_ENSEMBLE_HEADS", 5)
+# Where web processes run the active model for the score API (rewardmodel/serving.py):
+# the CPU by default, as the GPUs belong to the training workers; "cuda:N" for a
+# web host with a GPU of its own.
+REWARD_MODEL_SERVING_DEVICE = env_str("REWARD_MODEL_SERVING_DEVICE", "cpu")

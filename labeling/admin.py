@@ -18,9 +18,16 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from labeling import exporting, importing
-from labeling.comparisons import reopen_comparisons, retire_comparisons
+from labeling.comparisons import (
+    mark_gold_by_reference_label,
+    reopen_comparisons,
+    retire_comparisons,
+    status_by_count,
+    unmark_gold,
+)
 from labeling.judgments import delete_judgments
 from labeling.models import Assignment, Comparison, Judgment, Project, Prompt, Response
+from labeling.quality.weights import judgment_weights
 
 
 class ImportPairsForm(forms.Form):
@@ -36,6 +43,12 @@ class ImportPairsForm(forms.Form):
     format = forms.ChoiceField(
         required=False,
         choices=[("", "Detect from the first line")] + [(f, f) for f in importing.FORMATS],
+    )
+    gold_from_labels = forms.BooleanField(
+        required=False,
+        label="Make labels gold",
+        help_text="Turn the file's reference labels (hh labels, pairs labels a/b) into gold answers. Tie labels "
+        'are no known answer and stay ordinary comparisons. Lines with "gold": true are gold either way.',
     )
 
 
@@ -90,6 +103,7 @@ class ProjectAdmin(admin.ModelAdmin):
                     lines=form.cleaned_data["file"],
                     format=form.cleaned_data["format"] or None,
                     project_name=form.cleaned_data["name"] or None,
+                    gold_from_labels=form.cleaned_data["gold_from_labels"],
                 )
             except importing.ImportFileError as error:
                 form.add_error("file", f"{error}. Nothing was imported.")
@@ -116,10 +130,14 @@ class ProjectAdmin(admin.ModelAdmin):
         if format not in exporting.FORMATS:
             raise Http404("No such export format.")
         project = get_object_or_404(Project, pk=project_id)
+        # Read before the first byte goes out, so that a header can say which weighting the lines use.
+        weights = judgment_weights(project=project)
         response = StreamingHttpResponse(
-            exporting.stream_preferences(project=project, format=format), content_type="application/x-ndjson"
+            exporting.stream_preferences(project=project, format=format, weights=weights),
+            content_type="application/x-ndjson",
         )
         response["Content-Disposition"] = f'attachment; filename="{project.slug}-{format}.jsonl"'
+        response["X-Export-Weighting"] = weights.summary()
         return response
 
 
@@ -201,12 +219,12 @@ class PriorityFilter(admin.SimpleListFilter):
 @admin.register(Comparison)
 class ComparisonAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "project", "prompt_id", "status", "priority", "judgments_count", "reference_label", "selected_by",
-        "created_at",
+        "id", "project", "prompt_id", "status", "priority", "judgments_count", "reference_label", "is_gold",
+        "gold_label", "selected_by", "created_at",
     ]
     # Only filters with fixed choices (or the short project list): a filter on a
     # free-text column would run SELECT DISTINCT over the whole table.
-    list_filter = ["status", PriorityFilter, "project", "reference_label"]
+    list_filter = ["status", PriorityFilter, "project", "reference_label", "is_gold", "gold_label"]
     search_fields = ["=id", "=prompt__id"]
     list_select_related = ["project"]
     raw_id_fields = ["prompt", "response_a", "response_b"]
@@ -214,13 +232,18 @@ class ComparisonAdmin(admin.ModelAdmin):
     ordering = ["-id"]
     show_full_result_count = False
     inlines = [JudgmentInline]
-    actions = ["retire", "reopen"]
+    actions = ["retire", "reopen", "mark_as_gold", "unmark_as_gold"]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return self.readonly_fields
         # Judgments refer to these responses as A and B; swapping them would flip every vote.
         return [*self.readonly_fields, "project", "prompt", "response_a", "response_b"]
+
+    def save_model(self, request, obj, form, change):
+        if {"is_gold", "gold_label"} & set(form.changed_data):
+            obj.status = status_by_count(obj)  # gold stays open; an ordinary one again may be complete
+        super().save_model(request, obj, form, change)
 
     @admin.action(description="Retire selected comparisons (no more judgments)", permissions=["change"])
     def retire(self, request, queryset):
@@ -231,6 +254,26 @@ class ComparisonAdmin(admin.ModelAdmin):
     def reopen(self, request, queryset):
         reopened = reopen_comparisons(comparison_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"Reopened {reopened} comparisons.", messages.SUCCESS)
+
+    # Gold answers can also be set one at a time on the change form (is_gold, gold_label; Comparison.clean()
+    # checks that they go together), and through the API (PUT /api/comparisons/{id}/gold/).
+    @admin.action(description="Mark as gold using the reference label", permissions=["change"])
+    def mark_as_gold(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        marked = mark_gold_by_reference_label(comparison_ids=ids)
+        self.message_user(request, f"Marked {marked} comparisons as gold.", messages.SUCCESS)
+        if marked < len(ids):
+            self.message_user(
+                request,
+                f"{len(ids) - marked} had no decisive reference label (a tie or none is no known answer) and were "
+                "left as they were.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Unmark gold", permissions=["change"])
+    def unmark_as_gold(self, request, queryset):
+        unmarked = unmark_gold(comparison_ids=queryset.values_list("pk", flat=True))
+        self.message_user(request, f"Unmarked {unmarked} gold comparisons.", messages.SUCCESS)
 
 
 class RecordAdmin(admin.ModelAdmin):

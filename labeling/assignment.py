@@ -1,48 +1,83 @@
 """Which comparison a rater judges next: the hot path.
 
-Rules (each has a test in tests/labeling/test_assignment.py):
+Rules (each has a test in tests/labeling/test_assignment.py and, for gold and
+repeats, tests/labeling/test_gold_and_repeats.py):
 - a rater who holds an unexpired lease in the project gets that one back;
-- never a comparison the rater has judged, skipped, or holds;
-- never more live leases + judgments on a comparison than the project's overlap;
-- highest priority first, then oldest;
+- a paused rater (labeling.raters) gets nothing, not even a lease they held;
+- otherwise one draw of the module-level `random` picks the kind of task:
+  below project.gold_rate a gold item, then (the next repeat_rate of the unit
+  interval) a repeat, else the queue; a gold or repeat draw that finds nothing
+  for this rater falls back to the queue;
+- gold and repeats are mixed into real work only: they are served while the
+  queue still has a comparison for this rater, never instead of an empty one;
+- the queue: never a gold comparison, never one the rater has judged, skipped,
+  or holds; never more live leases + judgments on a comparison than the
+  project's overlap; highest priority first, then oldest;
+- gold: an open gold comparison this rater has not judged or skipped, chosen at
+  random (so raters comparing notes do not see the same gold sequence); the
+  overlap does not cap gold, every rater may get every gold item;
+- repeats: one of the rater's first judgments (not gold, not repeated yet, not
+  of a retired comparison, and not among their 5 most recent judgments, so it
+  is not obviously the same pair), chosen at random, shown with the sides
+  swapped relative to that judgment; a repeat lease is not a vote and takes no
+  overlap slot;
 - expired leases stop counting, so their comparisons return to the pool;
-- a constant number of queries, whatever the table sizes.
+- a constant number of queries, whatever the table sizes (the paused check and
+  the "is there real work" check are subqueries of the queries below).
 
-Concurrency. On PostgreSQL the candidate row is taken with
+Gold and repeat leases have kind GOLD and REPEAT; nothing a rater is sent
+names the kind (the task looks the same).
+
+Concurrency. On PostgreSQL the queue's candidate row is taken with
 SELECT ... FOR UPDATE SKIP LOCKED, so raters asking at once fan out over
 different comparisons instead of queueing on the top one. Every code path that
-adds a lease or a judgment holds that row lock, so once we hold it, a fresh
-count of live leases is exact; the candidate query's own count may be a
+adds a task lease or a judgment holds that row lock, so once we hold it, a
+fresh count of live leases is exact; the candidate query's own count may be a
 statement older than a lease someone committed just before we locked, which is
-why the count is taken again under the lock. On SQLite (no row locks) the
-IMMEDIATE transaction mode in settings serialises the whole function.
+why the count is taken again under the lock. Gold and repeat leases take no
+lock: nothing counts them. On SQLite (no row locks) the IMMEDIATE transaction
+mode in settings serialises the whole function.
 """
 
 import random
 
 from django.db import transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from labeling.models import Assignment, Comparison, Judgment, Project, Side
+from labeling.models import Assignment, Comparison, Judgment, Project, RaterStanding, Side
 
 # Raters racing for the same last slots can make a locked candidate turn out
 # full; then the next one is tried. Bounded, so the query count stays constant.
 _MAX_ATTEMPTS = 3
 _TASK_RELATED = ("prompt", "response_a", "response_b", "project")
+# A repeat is never of one of the rater's latest judgments: they would recognise it.
+REPEAT_NOT_AMONG_LATEST = 5
 
 
 def _live_leases(now):
     return Assignment.objects.filter(state=Assignment.State.ACTIVE, expires_at__gt=now)
 
 
+def live_vote_leases(now):
+    """Live leases that take an overlap slot: a repeat lease is not a vote."""
+    return _live_leases(now).exclude(kind=Assignment.Kind.REPEAT)
+
+
+def _not_paused(*, rater, project: Project) -> Q:
+    # Uncorrelated: the database evaluates it once per query (PostgreSQL: an InitPlan).
+    return ~Q(Exists(RaterStanding.objects.filter(project=project, rater=rater, paused=True)))
+
+
 def live_lease_for(*, rater, project: Project, now=None) -> Assignment | None:
-    """The unexpired lease this rater holds in this project, with its pair loaded."""
+    """The unexpired lease this rater holds in this project, with its pair
+    loaded; None when they hold none or are paused."""
     now = now or timezone.now()
     return (
         _live_leases(now)
         .filter(rater=rater, project=project)
+        .filter(_not_paused(rater=rater, project=project))
         .select_related(*(f"comparison__{name}" for name in _TASK_RELATED))
         .order_by("issued_at")
         .first()
@@ -53,57 +88,87 @@ def next_comparison_for(*, rater, project: Project, now=None) -> Assignment | No
     """Lease the next comparison to this rater, or return the one they hold.
 
     Returns the Assignment (with comparison, prompt and both responses loaded)
-    or None when nothing is left for this rater in this project.
+    or None when nothing is left for this rater in this project, or they are
+    paused in it.
     """
     now = now or timezone.now()
     with transaction.atomic():
         held = live_lease_for(rater=rater, project=project, now=now)
         if held is not None:
             return held
-        tried: list[int] = []
-        for _ in range(_MAX_ATTEMPTS):
-            comparison = _lock_next_candidate(rater=rater, project=project, now=now, exclude=tried)
-            if comparison is None:
-                return None
-            if comparison.judgments_count + _count_live_leases(comparison, now) < project.overlap:
-                assignment = Assignment.objects.create(
-                    comparison=comparison,
-                    rater=rater,
-                    project=project,
-                    left=random.choice((Side.A, Side.B)),
-                    issued_at=now,
-                    expires_at=now + project.lease_duration,
-                )
-                assignment.comparison = comparison
-                return assignment
-            tried.append(comparison.pk)
-        return None
+        draw = random.random()
+        assignment = None
+        if draw < project.gold_rate:
+            assignment = _lease_gold(rater=rater, project=project, now=now)
+        elif draw < project.gold_rate + project.repeat_rate:
+            assignment = _lease_repeat(rater=rater, project=project, now=now)
+        return assignment or _lease_from_queue(rater=rater, project=project, now=now)
 
 
-def _lock_next_candidate(*, rater, project: Project, now, exclude: list[int]) -> Comparison | None:
+def _lease(*, comparison: Comparison, rater, project: Project, left: str, kind: str, now) -> Assignment:
+    assignment = Assignment.objects.create(
+        comparison=comparison,
+        rater=rater,
+        project=project,
+        left=left,
+        kind=kind,
+        issued_at=now,
+        expires_at=now + project.lease_duration,
+    )
+    assignment.comparison = comparison
+    return assignment
+
+
+def _lease_from_queue(*, rater, project: Project, now) -> Assignment | None:
+    tried: list[int] = []
+    for _ in range(_MAX_ATTEMPTS):
+        comparison = _lock_next_candidate(rater=rater, project=project, now=now, exclude=tried)
+        if comparison is None:
+            return None
+        if comparison.judgments_count + _count_live_leases(comparison, now) < project.overlap:
+            return _lease(
+                comparison=comparison,
+                rater=rater,
+                project=project,
+                left=random.choice((Side.A, Side.B)),
+                kind=Assignment.Kind.TASK,
+                now=now,
+            )
+        tried.append(comparison.pk)
+    return None
+
+
+def _not_judged_or_skipped_by(rater) -> Q:
+    # Neither judged nor skipped by this rater (an expired lease of their own
+    # does not block: they may pick it up again).
+    judged = Judgment.objects.filter(comparison=OuterRef("pk"), rater=rater)
+    skipped = Assignment.objects.filter(comparison=OuterRef("pk"), rater=rater, state=Assignment.State.SKIPPED)
+    return ~Q(Exists(judged)) & ~Q(Exists(skipped))
+
+
+def _queue_for(*, rater, project: Project, now):
+    """The open, non-gold comparisons this rater may be given, unordered."""
     live_count = Subquery(
-        _live_leases(now)
+        live_vote_leases(now)
         .filter(comparison=OuterRef("pk"))
         .values("comparison")
         .annotate(n=Count("pk"))
         .values("n"),
         output_field=IntegerField(),
     )
-    candidates = (
-        Comparison.objects.filter(project=project, status=Comparison.Status.OPEN)
-        .exclude(pk__in=exclude)
-        .filter(~Exists(Judgment.objects.filter(comparison=OuterRef("pk"), rater=rater)))
-        # Skipped by this rater, or leased to them (an expired lease of their
-        # own does not block: they may pick it up again).
-        .filter(
-            ~Exists(
-                Assignment.objects.filter(
-                    comparison=OuterRef("pk"), rater=rater, state=Assignment.State.SKIPPED
-                )
-            )
-        )
+    return (
+        Comparison.objects.filter(project=project, status=Comparison.Status.OPEN, is_gold=False)
+        .filter(_not_judged_or_skipped_by(rater))
+        .filter(_not_paused(rater=rater, project=project))
         .alias(live=Coalesce(live_count, Value(0)))
         .filter(live__lt=Value(project.overlap) - F("judgments_count"))
+    )
+
+
+def _lock_next_candidate(*, rater, project: Project, now, exclude: list[int]) -> Comparison | None:
+    candidates = (
+        _queue_for(rater=rater, project=project, now=now)
+        .exclude(pk__in=exclude)
         .select_related(*_TASK_RELATED)
         .order_by("-priority", "created_at", "pk")
         .select_for_update(skip_locked=True, of=("self",))
@@ -111,8 +176,61 @@ def _lock_next_candidate(*, rater, project: Project, now, exclude: list[int]) ->
     return candidates.first()
 
 
+def _real_work_left(*, rater, project: Project, now) -> Q:
+    return Q(Exists(_queue_for(rater=rater, project=project, now=now)))
+
+
+def _lease_gold(*, rater, project: Project, now) -> Assignment | None:
+    comparison = (
+        Comparison.objects.filter(project=project, status=Comparison.Status.OPEN, is_gold=True)
+        .filter(_not_judged_or_skipped_by(rater))
+        .filter(_real_work_left(rater=rater, project=project, now=now))
+        .select_related(*_TASK_RELATED)
+        .order_by("?")
+        .first()
+    )
+    if comparison is None:
+        return None
+    return _lease(
+        comparison=comparison,
+        rater=rater,
+        project=project,
+        left=random.choice((Side.A, Side.B)),
+        kind=Assignment.Kind.GOLD,
+        now=now,
+    )
+
+
+def _lease_repeat(*, rater, project: Project, now) -> Assignment | None:
+    mine = Judgment.objects.filter(rater=rater, project=project)
+    latest = mine.order_by("-created_at", "-pk").values("comparison_id")[:REPEAT_NOT_AMONG_LATEST]
+    skipped_repeat = Assignment.objects.filter(
+        comparison=OuterRef("comparison"), rater=rater, kind=Assignment.Kind.REPEAT, state=Assignment.State.SKIPPED
+    )
+    first = (
+        mine.filter(repeat_of__isnull=True, repeat__isnull=True, comparison__is_gold=False)
+        .exclude(comparison__status=Comparison.Status.RETIRED)
+        .exclude(comparison_id__in=latest)
+        .filter(~Exists(skipped_repeat))
+        .filter(_real_work_left(rater=rater, project=project, now=now))
+        .select_related(*(f"comparison__{name}" for name in _TASK_RELATED))
+        .order_by("?")
+        .first()
+    )
+    if first is None:
+        return None
+    return _lease(
+        comparison=first.comparison,
+        rater=rater,
+        project=project,
+        left=Side.B if first.left == Side.A else Side.A,
+        kind=Assignment.Kind.REPEAT,
+        now=now,
+    )
+
+
 def _count_live_leases(comparison: Comparison, now) -> int:
-    return _live_leases(now).filter(comparison=comparison).count()
+    return live_vote_leases(now).filter(comparison=comparison).count()
 
 
 def skip_comparison(*, rater, project: Project, comparison_id: int, now=None) -> bool:

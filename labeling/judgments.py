@@ -11,12 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
 
 from labeling.access import projects_for
+from labeling.assignment import live_vote_leases
 from labeling.comparisons import status_by_count
-from labeling.models import Assignment, Comparison, Judgment, Side
+from labeling.models import Assignment, Comparison, Judgment, RaterStanding, Side
 from labeling.signals import judgment_recorded
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,13 @@ class ComparisonNotFound(JudgmentError):
 
 
 class LeaseConflict(JudgmentError):
-    """The rater holds no lease and the comparison needs no more judgments (409)."""
+    """The rater was never given this comparison, or their lease on it is gone (409)."""
+
+
+LEASE_GONE = (
+    "You were not assigned this comparison, or your lease on it ran out and it went to someone else. "
+    "Ask for the next comparison."
+)
 
 
 class InvalidJudgment(JudgmentError):
@@ -122,13 +129,18 @@ def _errors(judgment: JudgmentInput, project) -> dict[str, list[str]]:
 
 
 def record_judgment(*, rater, judgment: JudgmentInput, project=None, now=None) -> Recorded:
-    """Store a rater's judgment of a comparison, exactly once.
+    """Store a rater's judgment of a comparison they were given, exactly once.
 
-    The judgment is in shown terms (see JudgmentInput). A second call for the
-    same (comparison, rater) returns the stored judgment unchanged
-    (created=False): clients may retry. `project` (optional) narrows the
-    lookup to that project. Raises ComparisonNotFound, LeaseConflict or
-    InvalidJudgment.
+    The judgment is in shown terms (see JudgmentInput), mapped to A / B
+    through the order of the rater's lease. Accepted only from a lease (see
+    _lease_holds): a live one, or one that expired less than the project's
+    lease_grace ago while the comparison still needs the judgment. A second
+    call for a comparison the rater already judged returns the stored
+    judgment (created=False): clients may retry. The one exception is a repeat
+    lease (assignment.py): the answer to it is stored as a repeat of the first
+    judgment, counts for nothing, and is what later retries get back.
+    `project` (optional) narrows the lookup to that project. Raises
+    ComparisonNotFound, LeaseConflict or InvalidJudgment.
     """
     now = now or timezone.now()
     try:
@@ -137,7 +149,11 @@ def record_judgment(*, rater, judgment: JudgmentInput, project=None, now=None) -
     except IntegrityError:
         # Only reachable if two requests raced past the row lock (they cannot
         # on PostgreSQL or SQLite-IMMEDIATE); the stored judgment wins.
-        existing = Judgment.objects.filter(comparison_id=judgment.comparison_id, rater=rater).first()
+        existing = (
+            Judgment.objects.filter(comparison_id=judgment.comparison_id, rater=rater)
+            .order_by(F("repeat_of").asc(nulls_last=True))
+            .first()
+        )
         if existing is None:
             raise
         return Recorded(existing, created=False)
@@ -150,47 +166,102 @@ def _record(*, rater, judgment: JudgmentInput, project, now) -> Recorded:
     comparisons = Comparison.objects.filter(pk=judgment.comparison_id, project__in=projects_for(rater))
     if project is not None:
         comparisons = comparisons.filter(project=project)
+    paused = RaterStanding.objects.filter(project=OuterRef("project"), rater=rater, paused=True)
     comparison = (
-        comparisons
-        .select_related("project")
+        comparisons.select_related("project")
+        .annotate(rater_paused=Exists(paused))
         .select_for_update(of=("self",))
         .first()
     )
     if comparison is None:
         raise ComparisonNotFound("No such comparison in a project you can label.")
-    existing = Judgment.objects.filter(comparison=comparison, rater=rater).first()
-    if existing is not None:
-        return Recorded(existing, created=False)
-
     project = comparison.project
+    # At most two: the rater's first judgment and its repeat.
+    mine = {j.repeat_of_id is not None: j for j in Judgment.objects.filter(comparison=comparison, rater=rater)}
+    first, repeat = mine.get(False), mine.get(True)
+    if repeat is not None:
+        return Recorded(repeat, created=False)
+    lease = Assignment.objects.filter(comparison=comparison, rater=rater).order_by("-issued_at", "-pk").first()
+    if first is not None:
+        answers_repeat = (
+            lease is not None
+            and lease.kind == Assignment.Kind.REPEAT
+            and lease.state == Assignment.State.ACTIVE
+            # The order of the first showing: a retry of the first judgment.
+            and judgment.shown_left in (None, lease.left)
+        )
+        if not answers_repeat:
+            return Recorded(first, created=False)
+
     errors = _errors(judgment, project)
     if errors:
         raise InvalidJudgment(errors)
+    repeating = first is not None
+    if comparison.rater_paused or not _lease_holds(
+        lease, comparison=comparison, rater=rater, repeating=repeating, now=now
+    ):
+        raise LeaseConflict(LEASE_GONE)
+    if repeating:
+        return _record_repeat(rater=rater, judgment=judgment, comparison=comparison, first=first, lease=lease)
 
-    # The order this rater saw is that of their latest lease on it (even an
-    # expired one: that is still what was on their screen).
-    lease = Assignment.objects.filter(comparison=comparison, rater=rater).order_by("-issued_at").first()
-    holds_live_lease = lease is not None and lease.state == Assignment.State.ACTIVE and lease.expires_at > now
-    if not holds_live_lease:
-        others_live = Assignment.objects.filter(
-            comparison=comparison, state=Assignment.State.ACTIVE, expires_at__gt=now
-        ).count()
-        if comparison.status != Comparison.Status.OPEN or comparison.judgments_count + others_live >= project.overlap:
-            raise LeaseConflict(
-                "You hold no live lease on this comparison and it needs no more judgments. "
-                "Ask for the next comparison instead."
-            )
-    left = lease.left if lease is not None else Side.A
+    left = lease.left
     shown_left = judgment.shown_left
     if shown_left is not None and shown_left != left:
         if not Assignment.objects.filter(comparison=comparison, rater=rater, left=shown_left).exists():
             raise InvalidJudgment({"left": ["This order was never shown to you; reload the task."]})
         left = shown_left
 
-    stored = Judgment.objects.create(
+    stored = _create(rater=rater, judgment=judgment, comparison=comparison, left=left)
+    Assignment.objects.filter(pk=lease.pk).update(state=Assignment.State.SUBMITTED)
+    comparison.judgments_count += 1
+    comparison.status = status_by_count(comparison)  # a gold comparison stays open, a retired one retired
+    comparison.save(update_fields=["judgments_count", "status"])
+
+    transaction.on_commit(lambda: _announce(stored))
+    return Recorded(stored, created=True)
+
+
+def _lease_holds(lease: Assignment | None, *, comparison: Comparison, rater, repeating: bool, now) -> bool:
+    """Whether the rater's latest lease on the comparison still lets them answer it.
+
+    Live (active, not expired): yes. Active and expired less than lease_grace
+    ago: yes while the comparison still needs the answer: it is open and (gold,
+    which every rater may judge, or) its judgments plus others' live leases
+    leave a slot. A repeat answers for nothing, so it needs no slot. Skipped,
+    submitted, or expired longer ago: no.
+    """
+    if lease is None or lease.state != Assignment.State.ACTIVE:
+        return False
+    if lease.expires_at > now:
+        return True
+    if lease.expires_at <= now - comparison.project.lease_grace:
+        return False
+    if repeating:
+        return True
+    if comparison.status != Comparison.Status.OPEN:
+        return False
+    if comparison.is_gold:
+        return True
+    others = live_vote_leases(now).filter(comparison=comparison).exclude(rater=rater).count()
+    return comparison.judgments_count + others < comparison.project.overlap
+
+
+def _record_repeat(
+    *, rater, judgment: JudgmentInput, comparison: Comparison, first: Judgment, lease: Assignment
+) -> Recorded:
+    # Mapped through the repeat lease's own order (the sides swapped): that is
+    # what was on the rater's screen. Not a vote: no count, no status, no
+    # announcement (the listeners react to new training data).
+    stored = _create(rater=rater, judgment=judgment, comparison=comparison, left=lease.left, repeat_of=first)
+    Assignment.objects.filter(pk=lease.pk).update(state=Assignment.State.SUBMITTED)
+    return Recorded(stored, created=True)
+
+
+def _create(*, rater, judgment: JudgmentInput, comparison: Comparison, left: str, repeat_of=None) -> Judgment:
+    return Judgment.objects.create(
         comparison=comparison,
         rater=rater,
-        project=project,
+        project=comparison.project,
         outcome=_to_stored(judgment.outcome, left),
         strength=judgment.strength if judgment.outcome in ("left", "right") else None,
         criteria={name: _to_stored(value, left) for name, value in judgment.criteria.items()},
@@ -198,16 +269,8 @@ def _record(*, rater, judgment: JudgmentInput, project, now) -> Recorded:
         flags=sorted(set(judgment.flags)),
         time_spent_ms=judgment.time_spent_ms,
         left=left,
+        repeat_of=repeat_of,
     )
-    if holds_live_lease:
-        Assignment.objects.filter(pk=lease.pk).update(state=Assignment.State.SUBMITTED)
-    comparison.judgments_count += 1
-    if comparison.judgments_count >= project.overlap:
-        comparison.status = Comparison.Status.COMPLETE
-    comparison.save(update_fields=["judgments_count", "status"])
-
-    transaction.on_commit(lambda: _announce(stored))
-    return Recorded(stored, created=True)
 
 
 def delete_judgments(*, judgment_ids: Iterable[int]) -> int:
@@ -229,8 +292,9 @@ def delete_judgments(*, judgment_ids: Iterable[int]) -> int:
             .order_by("pk")
         )
         deleted, _ = judgments.delete()
+        # Only first judgments are votes; a repeat never counts.
         counts = dict(
-            Judgment.objects.filter(comparison__in=comparisons)
+            Judgment.objects.filter(comparison__in=comparisons, repeat_of__isnull=True)
             .values_list("comparison_id")
             .annotate(n=Count("pk"))
             .values_list("comparison_id", "n")

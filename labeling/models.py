@@ -37,6 +37,37 @@ class Project(models.Model):
     allow_ties = models.BooleanField(default=True, help_text='Whether raters may answer "about the same".')
     allow_both_bad = models.BooleanField(default=True, help_text='Whether raters may answer "both are bad".')
     is_active = models.BooleanField(default=True, help_text="Inactive projects are hidden from raters.")
+    # Data quality (labeling/quality): known-answer and repeat items in each rater's stream.
+    class Weighting(models.TextChoices):
+        EQUAL = "equal", "Equal: every judgment counts the same"
+        RELIABILITY = "reliability", "By rater reliability (the worker model's estimate)"
+        EXCLUDE_FLAGGED = "exclude_flagged", "Leave out flagged raters"
+
+    gold_rate = models.FloatField(
+        default=0.05,
+        help_text="Share of each rater's tasks drawn from the gold comparisons (known answers), e.g. 0.05. Gold items "
+        "look like any other task to raters.",
+    )
+    repeat_rate = models.FloatField(
+        default=0.0,
+        help_text="Share of tasks that show a rater again, sides swapped, a comparison they judged earlier "
+        "(self-consistency), e.g. 0.03. Repeats are not votes.",
+    )
+    min_time_ms = models.PositiveIntegerField(
+        default=3000, help_text="Answers faster than this (milliseconds) count as too fast in the raters' figures."
+    )
+    lease_grace = models.DurationField(
+        default=timedelta(minutes=5),
+        help_text="A judgment that arrives this long after its lease expired is still accepted, as long as the "
+        "comparison still needs judgments.",
+    )
+    judgment_weighting = models.CharField(
+        max_length=20,
+        choices=Weighting.choices,
+        default=Weighting.EQUAL,
+        help_text="How judgments are weighted in the reward model's training data and the TRL export. Excluded "
+        "raters are always left out.",
+    )
     raters = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         blank=True,
@@ -52,6 +83,11 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(lease_duration__gt=timedelta(0)), name="project_lease_duration_positive"
             ),
+            models.CheckConstraint(condition=Q(gold_rate__gte=0, gold_rate__lte=1), name="project_gold_rate_in_0_1"),
+            models.CheckConstraint(
+                condition=Q(repeat_rate__gte=0, repeat_rate__lte=1), name="project_repeat_rate_in_0_1"
+            ),
+            models.CheckConstraint(condition=Q(lease_grace__gte=timedelta(0)), name="project_lease_grace_not_negative"),
         ]
 
     def __str__(self):
@@ -149,6 +185,16 @@ class Comparison(models.Model):
         blank=True,
         help_text="Label from an imported dataset (e.g. HH-RLHF). Never shown to raters.",
     )
+    # Gold (honeypot) items: a known answer to measure raters against. They stay out of the open queue
+    # (assignment serves them at the project's gold_rate, to every rater, overlap does not cap them) and
+    # nothing a rater can see says which tasks are gold.
+    is_gold = models.BooleanField(default=False, help_text="A gold comparison with a known answer.")
+    gold_label = models.CharField(
+        max_length=1,
+        choices=[("a", "A is better"), ("b", "B is better")],
+        blank=True,
+        help_text="The known answer of a gold comparison. Never shown to raters.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -160,12 +206,17 @@ class Comparison(models.Model):
                 Greatest("response_a", "response_b"),
                 name="comparison_unique_unordered_pair",
             ),
+            models.CheckConstraint(
+                condition=Q(is_gold=False, gold_label="") | Q(is_gold=True, gold_label__in=["a", "b"]),
+                name="comparison_gold_has_a_decisive_answer",
+            ),
         ]
         indexes = [
-            # The assignment hot path: open comparisons of a project, best first.
+            # The assignment hot path: open comparisons of a project that are not gold, best first.
             models.Index(
                 "project",
                 "status",
+                "is_gold",
                 F("priority").desc(),
                 "created_at",
                 "id",
@@ -177,6 +228,10 @@ class Comparison(models.Model):
         return f"Comparison {self.pk} ({self.response_a_id} vs {self.response_b_id})"
 
     def clean(self):
+        if self.is_gold and self.gold_label not in ("a", "b"):
+            raise ValidationError({"gold_label": "A gold comparison needs its known answer: A or B is better."})
+        if not self.is_gold and self.gold_label:
+            raise ValidationError({"gold_label": "Only a gold comparison has a known answer."})
         if self.response_a_id and self.response_a_id == self.response_b_id:
             raise ValidationError("A comparison needs two different responses.")
         for response in (self.response_a, self.response_b):
@@ -199,6 +254,12 @@ class Assignment(models.Model):
         SUBMITTED = "submitted", "Submitted"
         SKIPPED = "skipped", "Skipped"
 
+    class Kind(models.TextChoices):
+        # Never shown to raters: a gold or repeat task looks like any other.
+        TASK = "task", "Task from the queue"
+        GOLD = "gold", "Gold item"
+        REPEAT = "repeat", "Repeat of an earlier judgment (sides swapped)"
+
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
     rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
     # Denormalised so "does this rater hold a lease in this project?" is one index lookup.
@@ -207,6 +268,7 @@ class Assignment(models.Model):
         max_length=1, choices=Side.choices, help_text="Which response is shown on the left (randomised per lease)."
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.TASK)
     issued_at = models.DateTimeField()
     expires_at = models.DateTimeField()
 
@@ -264,11 +326,25 @@ class Judgment(models.Model):
     flags = models.JSONField(default=list, blank=True, help_text="Flag codes, e.g. [\"unsafe\"].")
     time_spent_ms = models.PositiveIntegerField(help_text="Time from the task being shown to the answer.")
     left = models.CharField(max_length=1, choices=Side.choices, help_text="Which response was shown on the left.")
+    # A repeat is the same rater's second look at a comparison (sides swapped): it measures their
+    # self-consistency and is never a vote (training, export, agreement and counts read first judgments only).
+    repeat_of = models.OneToOneField(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="repeat",
+        help_text="The rater's first judgment of this comparison, when this one is its repeat.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["comparison", "rater"], name="judgment_one_per_rater"),
+            models.UniqueConstraint(
+                fields=["comparison", "rater"],
+                condition=Q(repeat_of__isnull=True),
+                name="judgment_one_per_rater",
+            ),
             models.CheckConstraint(
                 condition=(
                     Q(outcome__in=["a", "b"], strength__in=[1, 2, 3])
@@ -300,3 +376,80 @@ def _other(side: str) -> str:
 # Shown order helpers, used by the views and the API alike.
 Assignment.left_response = property(lambda self: _response_on(self.comparison, self.left))
 Assignment.right_response = property(lambda self: _response_on(self.comparison, _other(self.left)))
+
+
+class RaterStanding(models.Model):
+    """An admin's decisions about one rater in one project: paused (no new tasks) and excluded (their
+    judgments stay stored but leave training and export). Reversible; every change is also kept as a
+    RaterAction with who and when."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rater_standings")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="standings")
+    paused = models.BooleanField(default=False)
+    excluded = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "rater"], name="rater_standing_unique")]
+        permissions = [
+            ("view_rater_quality", "Can see raters' quality figures and the source leaderboard"),
+            ("manage_raters", "Can pause raters and exclude their judgments"),
+        ]
+
+    def __str__(self):
+        return f"{self.rater} in {self.project}"
+
+
+class RaterAction(models.Model):
+    """The record of a pause, resume, exclusion or inclusion: who did it, when, and why."""
+
+    class Action(models.TextChoices):
+        PAUSE = "pause", "Paused"
+        RESUME = "resume", "Resumed"
+        EXCLUDE = "exclude", "Excluded from training and export"
+        INCLUDE = "include", "Included again"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "rater", "at"], name="rater_action_idx")]
+
+    def __str__(self):
+        return f"{self.by} {self.action} {self.rater} in {self.project}"
+
+
+class RaterQuality(models.Model):
+    """The latest computed quality figures of one rater in one project (labeling.quality.service writes
+    them on a schedule, so pages read one row per rater instead of recomputing over every judgment)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rater_quality")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    judgments = models.PositiveIntegerField(default=0)
+    reliability = models.FloatField(null=True, blank=True)
+    flagged = models.BooleanField(default=False)
+    figures = models.JSONField(default=dict, help_text="The rater's row as the raters page and API show it.")
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "rater"], name="rater_quality_unique")]
+
+    def __str__(self):
+        return f"quality of {self.rater} in {self.project}"
+
+
+class ProjectQuality(models.Model):
+    """The latest project-level figures (agreement, Krippendorff's alpha, over time, the source leaderboard)."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, primary_key=True, related_name="quality")
+    last_judgment_id = models.BigIntegerField(null=True, blank=True, help_text="The newest judgment the figures read.")
+    figures = models.JSONField(default=dict)
+    leaderboard = models.JSONField(default=list)
+    computed_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"quality of {self.project}"

@@ -1,5 +1,11 @@
 """How far along a project is, for a rater and overall. Two grouped queries
-for any number of projects, so the project list stays cheap."""
+for any number of projects, so the project list stays cheap.
+
+Repeats (a rater's second look at a pair, labeling.assignment) are not votes
+and count nowhere here. Gold comparisons count like any other: raters see these
+figures after every task, and a figure that moved differently after a gold task
+would tell them which tasks are gold.
+"""
 
 from dataclasses import dataclass
 
@@ -10,7 +16,7 @@ from labeling.models import Assignment, Comparison, Judgment
 
 @dataclass(frozen=True)
 class Progress:
-    judged_by_you: int  # judgments this rater has made in the project
+    judged_by_you: int  # comparisons this rater has judged in the project (repeats not counted again)
     left_for_you: int  # open comparisons this rater has neither judged nor skipped
     total: int  # comparisons in the project, less those retired before any judgment
     complete: int  # comparisons with all the judgments they need (open, complete or retired since)
@@ -18,7 +24,7 @@ class Progress:
 
 def progress_for(*, rater, project_ids: list[int]) -> dict[int, Progress]:
     judged = dict(
-        Judgment.objects.filter(rater=rater, project_id__in=project_ids)
+        Judgment.objects.filter(rater=rater, project_id__in=project_ids, repeat_of__isnull=True)
         .values_list("project_id")
         .annotate(n=Count("pk"))
         .values_list("project_id", "n")

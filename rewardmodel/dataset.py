@@ -3,10 +3,15 @@
 Aggregation. Each judgment becomes a soft target P(A preferred) through
 core.examples.soft_target (ties 0.5, strength -> margin); "both bad" carries
 no preference and is dropped. A comparison judged by several raters becomes
-ONE example whose target is the mean of its judgments' targets and whose
-weight is the number of judgments behind it: three raters who agree pull three
+ONE example whose target is the weighted mean of its judgments' targets and
+whose weight is the sum of their weights: three raters who agree pull three
 times as hard as one, and a 2-1 split becomes a soft target near 0.5 instead
-of a coin flip.
+of a coin flip. A judgment weighs what its rater does under the project's
+judgment_weighting (labeling.quality.weights.judgment_weights, the same weights
+as the TRL export: 1 each with equal weights, so the mean and the count;
+0 for excluded raters, whose judgments then leave, like every weight-0 one).
+Repeats (a rater's second look, for self-consistency) are never votes.
+snapshot["weighting"] records the weighting the version was trained with.
 
 Held-out split. By comparison, from a hash of its id: the same comparison is
 always on the same side, so every model version is evaluated on the same
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from django.db.models import Max
 
 from labeling.models import Comparison, Judgment, Project
+from labeling.quality.weights import judgment_weights
 from rewardmodel.core.examples import PreferenceExample, soft_target
 from rewardmodel.loop import loop_settings_for
 
@@ -55,25 +61,30 @@ def build_dataset(*, project: Project, include_reference_labels: bool | None = N
     if include_reference_labels is None:
         include_reference_labels = loop_settings_for(project).train_on_reference_labels
 
-    targets: dict[int, list[float]] = {}
-    judgments = Judgment.objects.filter(project=project).order_by("comparison_id", "pk")
-    stats = judgments.aggregate(last_id=Max("pk"))
-    n_judgments = n_both_bad = 0
-    for comparison_id, outcome, strength in judgments.values_list("comparison_id", "outcome", "strength").iterator(
-        chunk_size=5000
-    ):
+    weights = judgment_weights(project=project)
+    targets: dict[int, list[tuple[float, float]]] = {}  # comparison id -> [(target, weight)]
+    stats = Judgment.objects.filter(project=project).aggregate(last_id=Max("pk"))
+    judgments = Judgment.objects.filter(project=project, repeat_of__isnull=True).order_by("comparison_id", "pk")
+    n_judgments = n_both_bad = n_weightless = 0
+    for comparison_id, rater_id, outcome, strength in judgments.values_list(
+        "comparison_id", "rater_id", "outcome", "strength"
+    ).iterator(chunk_size=5000):
         n_judgments += 1
         target = soft_target(outcome, strength)
         if target is None:
             n_both_bad += 1
             continue
-        targets.setdefault(comparison_id, []).append(target)
+        weight = weights.of(rater_id)
+        if weight == 0:
+            n_weightless += 1
+            continue
+        targets.setdefault(comparison_id, []).append((target, weight))
 
-    reference_targets: dict[int, float] = {}
+    reference_targets: dict[int, tuple[float, float]] = {}
     for comparison_id, label in (
         Comparison.objects.filter(project=project).exclude(reference_label="").values_list("pk", "reference_label")
     ):
-        reference_targets[comparison_id] = soft_target(label, REFERENCE_STRENGTH if label != "tie" else None)
+        reference_targets[comparison_id] = (soft_target(label, REFERENCE_STRENGTH if label != "tie" else None), 1.0)
 
     wanted = set(targets) | set(reference_targets)
     rows = Comparison.objects.filter(project=project)
@@ -116,17 +127,19 @@ def build_dataset(*, project: Project, include_reference_labels: bool | None = N
         "held_out_reference_comparisons": len(dataset.held_out_reference),
         "reference_labels_used_for_training": bool(include_reference_labels),
         "train_comparison_ids_sha256": _ids_digest(dataset.train_comparison_ids),
+        "weighting": {**weights.description(), "judgments_left_out": n_weightless},
     }
     return dataset
 
 
-def _example(conversation, text_a, text_b, targets: list[float]) -> PreferenceExample:
+def _example(conversation, text_a, text_b, targets: list[tuple[float, float]]) -> PreferenceExample:
+    total = sum(weight for _, weight in targets)
     return PreferenceExample(
         conversation=conversation,
         response_a=text_a,
         response_b=text_b,
-        target=sum(targets) / len(targets),
-        weight=float(len(targets)),
+        target=sum(target * weight for target, weight in targets) / total,
+        weight=total,
     )
 
 

@@ -20,6 +20,10 @@ see nothing of it. Database connection errors are re-raised for the task to
 retry (they are the transient kind); everything else is final for that version.
 A refresh that fails after activation is the exception to the rule: the new
 version serves already, so the error is kept on it and it stays active.
+
+One job, a retrain from taking the slot to finishing the version, and so a
+little over 400 lines: each step is a short named function, and starting a
+run (adopting what a dead worker left, numbering a new version) belongs to it.
 """
 
 import logging

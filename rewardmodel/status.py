@@ -339,7 +339,7 @@ def _training(latest: VersionRow | None, loop: ProjectLoop | None, *, staff: boo
 
 def _loop_rows(project: Project) -> tuple[ProjectLoop | None, LoopSettings]:
     """The project's loop row (None before its first trigger) and its settings, in one query."""
-    project = Project.objects.select_related("reward_loop", "loop_settings").only("pk").get(pk=project.pk)
+    project = Project.objects.select_related("reward_loop", "loop_settings").get(pk=project.pk)
     # A missing reverse one-to-one raises an AttributeError subclass: getattr's default catches it.
     return getattr(project, "reward_loop", None), loop_settings_for(project)
 

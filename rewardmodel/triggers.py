@@ -27,7 +27,7 @@ def on_judgment_recorded(sender, *, project_id: int, **kwargs) -> None:
 
 def retrain_if_due(*, project_id: int) -> actions.Request | None:
     """Request a retrain when the project has retrain_every new judgments; None when it is not due."""
-    project = Project.objects.select_related("loop_settings").only("pk", "loop_settings").filter(pk=project_id).first()
+    project = Project.objects.select_related("loop_settings").filter(pk=project_id).first()
     if project is None or not loop.retrain_is_due(project):
         return None
     return actions.request_retrain(project_id=project_id, reason=Trigger.THRESHOLD)

@@ -119,7 +119,7 @@ class JudgmentFactory(factory.django.DjangoModelFactory):
             comparison=judgment.comparison, rater=judgment.rater, state=Assignment.State.ACTIVE
         ).update(state=Assignment.State.SUBMITTED)
         comparison = judgment.comparison
-        comparison.judgments_count = comparison.judgments.count()
+        comparison.judgments_count = comparison.judgments.filter(repeat_of__isnull=True).count()  # repeats: no votes
         comparison.status = status_by_count(comparison)
         comparison.save(update_fields=["judgments_count", "status"])
 

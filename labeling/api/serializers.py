@@ -14,7 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labeling.judgments import SHOWN_CRITERION_OUTCOMES, SHOWN_OUTCOMES
-from labeling.models import Judgment, Project, Side
+from labeling.models import Comparison, Judgment, Project, Side
 
 
 class _FlatChildErrors:
@@ -213,3 +213,22 @@ class JudgmentFilterSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+# --- gold answers (staff) ---------------------------------------------------
+
+
+class GoldInputSerializer(serializers.Serializer):
+    gold_label = serializers.ChoiceField(
+        choices=[("a", "A is better"), ("b", "B is better")],
+        help_text='The known answer, in stored terms: "a" or "b" (response_a or response_b is better).',
+    )
+
+
+class ComparisonGoldSerializer(serializers.ModelSerializer):
+    """A comparison's gold state, for staff. Never served to raters."""
+
+    class Meta:
+        model = Comparison
+        fields = ["id", "project", "response_a", "response_b", "reference_label", "is_gold", "gold_label", "status"]
+        read_only_fields = fields

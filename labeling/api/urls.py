@@ -12,4 +12,6 @@ urlpatterns = [
     path("projects/<int:pk>/skip/", views.SkipComparisonView.as_view(), name="project-skip"),
     path("judgments/", views.JudgmentListView.as_view(), name="judgment-list"),
     path("judgments/<int:pk>/", views.JudgmentDetailView.as_view(), name="judgment-detail"),
+    # Gold answers (staff).
+    path("comparisons/<int:pk>/gold/", views.ComparisonGoldView.as_view(), name="comparison-gold"),
 ]

@@ -1,4 +1,5 @@
-"""The public REST API: a rater's projects, the next comparison, judgments.
+"""The public REST API: a rater's projects, the next comparison, judgments;
+and, for staff who may change comparisons, gold answers.
 
 Each view parses its input with a serializer, calls one domain function
 (access, assignment, judgments, progress) and renders an output serializer.
@@ -8,6 +9,7 @@ and IsAuthenticated are REST_FRAMEWORK's defaults (config/settings.py); only
 the token view sets its own.
 """
 
+from django.core.exceptions import ValidationError as ModelValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -20,14 +22,17 @@ from rest_framework.reverse import reverse
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from labeling.access import get_project_for_user, judgments_for, projects_for
+from labeling.access import get_comparison_to_manage, get_project_for_user, judgments_for, projects_for
 from labeling.assignment import next_comparison_for, skip_comparison
+from labeling.comparisons import set_gold, unset_gold
 from labeling.judgments import ComparisonNotFound, InvalidJudgment, JudgmentInput, LeaseConflict, record_judgment
 from labeling.progress import progress_for
 
 from .common import FIELD_ERRORS, NOT_FOUND, Conflict, valid
 from .serializers import (
+    ComparisonGoldSerializer,
     ErrorSerializer,
+    GoldInputSerializer,
     JudgmentFilterSerializer,
     JudgmentInputSerializer,
     JudgmentSerializer,
@@ -200,3 +205,47 @@ class JudgmentDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return judgments_for(self.request.user).select_related("comparison")
+
+
+# --- gold answers (staff) ---------------------------------------------------
+
+_MAY_NOT_CHANGE = OpenApiResponse(
+    ErrorSerializer, description="You may label the comparison's project but not change comparisons."
+)
+
+
+class ComparisonGoldView(APIView):
+    # Who may: labeling.access.get_comparison_to_manage (the labeling.change_comparison permission).
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        request=GoldInputSerializer,
+        responses={200: ComparisonGoldSerializer, 400: FIELD_ERRORS, 403: _MAY_NOT_CHANGE, 404: NOT_FOUND},
+        summary="Make a comparison gold with a known answer (staff)",
+        description=(
+            "Gold comparisons are served to raters at the project's gold rate, like any task, to measure them "
+            "against the known answer. The answer is in stored terms (a / b), not as any rater saw it. Needs the "
+            "labeling.change_comparison permission."
+        ),
+    )
+    def put(self, request, pk):
+        comparison = get_comparison_to_manage(request.user, comparison_id=pk)
+        data = valid(GoldInputSerializer, request.data)
+        try:
+            comparison = set_gold(comparison=comparison, gold_label=data["gold_label"])
+        except ModelValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
+        return Response(ComparisonGoldSerializer(comparison).data)
+
+    @extend_schema(
+        responses={
+            204: OpenApiResponse(description="Not gold any more (or it was not)."),
+            403: _MAY_NOT_CHANGE,
+            404: NOT_FOUND,
+        },
+        summary="Make a gold comparison ordinary again (staff)",
+        description="Needs the labeling.change_comparison permission. Its judgments stay.",
+    )
+    def delete(self, request, pk):
+        unset_gold(comparison=get_comparison_to_manage(request.user, comparison_id=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)

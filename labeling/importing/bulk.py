@@ -14,7 +14,9 @@ is safe for what the importer writes (Prompt, Response, Comparison) because
 - every value has been checked by the parser before it gets here (formats.py,
   values.py), and the importer fills the foreign keys with ids it has looked up;
 - the database still checks every row: the constraints on content hashes,
-  unordered pairs and differing responses hold whatever writes the row;
+  unordered pairs, differing responses and gold answers (is_gold with a
+  gold_label of "a" or "b", never one without the other) hold whatever
+  writes the row;
 - defaults and auto_now/auto_now_add timestamps are filled as Django would.
 Give one of these models a save() override or a signal receiver, and this
 writer must learn to do its work too.

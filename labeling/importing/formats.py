@@ -4,7 +4,7 @@ One JSON object per line (JSONL); blank lines are skipped. Three formats:
 
   hh         {"chosen": dialogue, "rejected": dialogue}, Anthropic's HH-RLHF layout.
   pairs      {"prompt": str | [turns], "response_a": str, "response_b": str,
-              optional "label": "a"|"b"|"tie", "model_a", "model_b", "metadata": {...}, "id"}
+              optional "label": "a"|"b"|"tie", "gold": bool, "model_a", "model_b", "metadata": {...}, "id"}
   responses  {"prompt": str | [turns], "responses": [{"text": str, "model": str, "metadata": {...}}, ...],
               optional "metadata", "id"}
 
@@ -14,6 +14,15 @@ start with a system turn. "metadata" is kept on the prompt and "id" becomes
 Prompt.external_id; both are taken from the first line that brings the prompt.
 The format is the one asked for, or detected from the first line's keys; a file
 cannot mix them.
+
+Gold. A pairs line with "gold": true makes its comparison gold (a known answer
+to measure raters against), and its "label" is that answer, so it must be "a"
+or "b": a gold line without a decisive label is malformed, and so is a "gold"
+that is not true or false. parse(gold_from_labels=True) makes every decisive
+label of the file gold (hh labels, pairs labels a/b); a tie is no known answer,
+so tie-labelled comparisons stay ordinary and are counted (ParsedFile.gold_ties).
+When one pair appears on several lines, a gold line makes it gold whichever
+line came first, and two gold lines that disagree on the answer are malformed.
 
 HH dialogues are "\\n\\nHuman: ...\\n\\nAssistant: ..." texts. They are split on those
 markers only where a blank line precedes them, so "Human:" written inside a turn
@@ -51,7 +60,7 @@ LABELS = ("a", "b", "tie")
 HH_SOURCE = "hh-rlhf"
 _KEYS = {  # format -> (required keys, optional keys)
     "hh": ({"chosen", "rejected"}, set()),
-    "pairs": ({"prompt", "response_a", "response_b"}, {"label", "model_a", "model_b", "metadata", "id"}),
+    "pairs": ({"prompt", "response_a", "response_b"}, {"label", "gold", "model_a", "model_b", "metadata", "id"}),
     "responses": ({"prompt", "responses"}, {"metadata", "id"}),
 }
 _HH_MARKERS = {"Human": "user", "Assistant": "assistant"}
@@ -94,6 +103,8 @@ class ComparisonRow:
     b_hash: str
     label: str
     line: int
+    gold_label: str = ""  # the known answer in this row's A/B terms; "" when the pair is not gold
+    gold_line: int = 0  # the line that made it gold
 
 
 @dataclass
@@ -106,6 +117,7 @@ class ParsedFile:
     prompts: dict[str, PromptRow] = field(default_factory=dict)  # prompt hash -> row
     responses: dict[tuple[str, str], ResponseRow] = field(default_factory=dict)  # (prompt hash, hash) -> row
     comparisons: dict[tuple, ComparisonRow] = field(default_factory=dict)  # (prompt hash, unordered pair) -> row
+    gold_ties: int = 0  # with gold_from_labels: tie-labelled comparisons, left ordinary
 
     def prompt(self, conversation, line, metadata=None, external_id="") -> str:
         digest = _sha256(json.dumps(conversation, sort_keys=True, ensure_ascii=False))
@@ -118,9 +130,17 @@ class ParsedFile:
         self.responses.setdefault((prompt_hash, digest), ResponseRow(text, source, metadata or {}, line))
         return digest
 
-    def comparison(self, prompt_hash, a_hash, b_hash, label, line) -> None:
+    def comparison(self, prompt_hash, a_hash, b_hash, label, line, gold_label="") -> None:
         key = (prompt_hash, *pairing.unordered(a_hash, b_hash))
-        self.comparisons.setdefault(key, ComparisonRow(prompt_hash, a_hash, b_hash, label, line))
+        row = self.comparisons.setdefault(key, ComparisonRow(prompt_hash, a_hash, b_hash, label, line))
+        if not gold_label:
+            return
+        # The row keeps the first line's A/B order; a later line may name the pair the other way round.
+        answer = gold_label if row.a_hash == a_hash else pairing.flipped(gold_label)
+        if row.gold_label and row.gold_label != answer:
+            raise Malformed(f"line {row.gold_line} makes this pair gold with the other answer")
+        if not row.gold_label:
+            row.gold_label, row.gold_line = answer, line
 
 
 def check_format(format: str | None) -> None:
@@ -129,8 +149,11 @@ def check_format(format: str | None) -> None:
         raise ValueError(f"Unknown format {format!r}; expected one of {', '.join(FORMATS)}.")
 
 
-def parse(lines: Iterable[str | bytes], *, format: str | None, pairs_per_prompt: int) -> ParsedFile:
+def parse(
+    lines: Iterable[str | bytes], *, format: str | None, pairs_per_prompt: int, gold_from_labels: bool = False
+) -> ParsedFile:
     """Read and check every line. format None detects it from the first line.
+    gold_from_labels makes every decisive label gold (see the module docstring).
     Raises ImportFileError for the first malformed line."""
     check_format(format)
     parsed = ParsedFile(format=format or "")
@@ -160,7 +183,19 @@ def parse(lines: Iterable[str | bytes], *, format: str | None, pairs_per_prompt:
             parsed.skipped.append((number, str(skip)))
     if parsed.lines == 0:
         raise ImportFileError(1, "the file has no JSON lines (it is empty or blank)")
+    if gold_from_labels:
+        _gold_from_labels(parsed)
     return parsed
+
+
+def _gold_from_labels(parsed: ParsedFile) -> None:
+    for row in parsed.comparisons.values():
+        if row.gold_label:
+            continue  # a gold line's own answer
+        if row.label in ("a", "b"):
+            row.gold_label, row.gold_line = row.label, row.line
+        elif row.label == "tie":
+            parsed.gold_ties += 1
 
 
 @dataclass(frozen=True)
@@ -299,12 +334,26 @@ def _parse_pair(obj: dict, parsed: ParsedFile, line: int) -> None:
         label = ""
     elif label not in LABELS:
         raise Malformed(f"unknown label {label!r}: expected one of {', '.join(LABELS)}")
+    gold_label = _gold_label(obj, label)
     prompt_hash = parsed.prompt(
         conversation, line, values.metadata(obj.get("metadata")), values.external_id(obj.get("id"))
     )
     a_hash = parsed.response(prompt_hash, text_a, line, source=values.source(obj.get("model_a"), "model_a"))
     b_hash = parsed.response(prompt_hash, text_b, line, source=values.source(obj.get("model_b"), "model_b"))
-    parsed.comparison(prompt_hash, a_hash, b_hash, label, line)
+    parsed.comparison(prompt_hash, a_hash, b_hash, label, line, gold_label)
+
+
+def _gold_label(obj: dict, label: str) -> str:
+    """The known answer of a pairs line: its label when "gold" is true, "" when the line is not gold."""
+    if "gold" not in obj:
+        return ""
+    gold = obj["gold"]
+    if not isinstance(gold, bool):
+        raise Malformed(f"'gold' must be true or false, got {values.json_type(gold)}")
+    if gold and label not in ("a", "b"):
+        got = f"it is {label!r}" if label else "there is none"
+        raise Malformed(f"a gold pair needs a decisive 'label' ('a' or 'b') as its known answer; {got}")
+    return label if gold else ""
 
 
 def _parse_responses(obj: dict, parsed: ParsedFile, line: int, pairs_per_prompt: int) -> None:

@@ -65,3 +65,8 @@ def pair_order(chosen_hash: str, rejected_hash: str) -> tuple[str, str, str]:
 def unordered(a, b) -> tuple:
     """The key of a pair whichever side it is written on: (a, b) and (b, a) are one comparison."""
     return (a, b) if a <= b else (b, a)
+
+
+def flipped(label: str) -> str:
+    """The same answer seen from the other side: "a" <-> "b"."""
+    return {"a": "b", "b": "a"}[label]

@@ -65,6 +65,7 @@ Performance: PERFORMANCE_FIGURE.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -89,7 +90,7 @@ OUTCOMES = ("a", "b", "tie", "both_bad")
 CRITERION_OUTCOMES = ("a", "b", "tie")
 A, B, TIE, BOTH_BAD = range(4)
 
-MIN_REFERENCE_CHECKS = 25
+MIN_REFERENCE_CHECKS = 30
 POSITION_BIAS_MIN_EFFECT = 0.10
 SELF_CONSISTENCY_EXPECTED = 0.5
 TOO_FAST_TOLERANCE = 0.10
@@ -259,7 +260,7 @@ def judgment_frame(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
 
 
 def _codes(frame: pd.DataFrame, column: str, allowed: tuple[str, ...]) -> np.ndarray:
-    codes = pd.Categorical(frame[column], categories=allowed).codes
+    codes = pd.Index(allowed).get_indexer(frame[column])
     if (codes < 0).any():
         bad = frame[codes < 0].iloc[0]
         raise ValueError(f"Judgment {bad['id']} has {column} {bad[column]!r}; expected one of {', '.join(allowed)}.")
@@ -351,10 +352,18 @@ def _reliability(r: np.ndarray, c: np.ndarray, labels: np.ndarray, n_raters: int
     reliability = np.full(n_raters, np.nan)
     if len(r) == 0:
         return reliability
-    order = np.argsort(r, kind="stable")  # MACE numbers workers in order of appearance: make that rater order
-    data = pd.DataFrame({"task": c[order], "worker": r[order], "label": labels[order]})
-    model = MACE(n_restarts=1, n_iter=MACE_ITERATIONS, random_state=0).fit(data)
-    reliability[pd.unique(data["worker"])] = model.spamming_[:, 1]
+    order = np.argsort(c, kind="stable")  # grouping by task is the E-step's cost; sorted tasks group fastest
+    # crowd-kit 1.4.2's MACE indexes its parameters by order of first appearance (pd.factorize) but fills the
+    # guessing distributions from a sorted groupby: unless workers and labels are numbered in order of first
+    # appearance, those get swapped between raters and between outcomes (an always-left rater then came out at
+    # 0.32 instead of 0.06). Numbering them so makes the two orders agree.
+    workers, raters = pd.factorize(r[order])
+    answers, _ = pd.factorize(labels[order])
+    data = pd.DataFrame({"task": c[order], "worker": workers, "label": answers})
+    with warnings.catch_warnings():  # crowd-kit 1.4.2 calls set_index(inplace=True), which pandas 3.1 deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        model = MACE(n_restarts=1, n_iter=MACE_ITERATIONS, random_state=0).fit(data)
+    reliability[raters] = model.spamming_[:, 1]
     return reliability
 
 
@@ -414,7 +423,8 @@ def _with_flags(qualities: list[RaterQuality], settings: QualitySettings) -> lis
     family, qs = tested("position_bias", MIN_N)
     for q, q_value in zip(family, qs, strict=True):
         m = q.position_bias
-        if q_value <= FDR and abs(m.value - 0.5) >= POSITION_BIAS_MIN_EFFECT:
+        large = m.low > 0.5 + POSITION_BIAS_MIN_EFFECT or m.high < 0.5 - POSITION_BIAS_MIN_EFFECT
+        if q_value <= FDR and large:
             flags[q.rater].append(
                 Flag(
                     "position_bias",
@@ -490,7 +500,7 @@ def _criteria(first: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     result = {}
     for name in sorted(answers.columns):
         has = answers[name].notna().to_numpy()
-        codes = pd.Categorical(answers[name], categories=CRITERION_OUTCOMES).codes
+        codes = pd.Index(CRITERION_OUTCOMES).get_indexer(answers[name])
         if ((codes < 0) & has).any():
             bad = first.iloc[np.flatnonzero((codes < 0) & has)[0]]
             raise ValueError(
@@ -513,7 +523,9 @@ def _alpha_interval(votes: np.ndarray, n_bootstrap: int, seed: int) -> Interval 
     if alpha is None:
         return None
     patterns, counts = _patterns(votes)
-    interval = bootstrap_interval(patterns, pattern_alpha, counts=counts, n_resamples=n_bootstrap, seed=seed)
+    interval = bootstrap_interval(
+        patterns, pattern_alpha, counts=counts, n_resamples=n_bootstrap, seed=seed, vectorized=True
+    )
     return Interval(alpha, interval.low, interval.high, interval.n)
 
 
@@ -521,7 +533,7 @@ def _agreement_interval(votes: np.ndarray, n_bootstrap: int, seed: int) -> Inter
     """Pairwise agreement; n is the number of rater pairs, the interval resamples comparisons."""
     patterns, counts = _patterns(votes)
     interval = bootstrap_interval(
-        patterns, pattern_pairwise_agreement, counts=counts, n_resamples=n_bootstrap, seed=seed
+        patterns, pattern_pairwise_agreement, counts=counts, n_resamples=n_bootstrap, seed=seed, vectorized=True
     )
     if interval is None:
         return None

@@ -88,17 +88,19 @@ def discoveries(p_values: Sequence[float], fdr: float = FDR) -> list[bool]:
 
 def bootstrap_interval(
     units: Sequence | np.ndarray,
-    statistic: Callable[[np.ndarray, np.ndarray], float],
+    statistic: Callable[[np.ndarray, np.ndarray], float | np.ndarray],
     *,
     counts: Sequence[int] | np.ndarray | None = None,
     n_resamples: int = 1000,
     confidence: float = CONFIDENCE,
     seed: int = 0,
+    vectorized: bool = False,
 ) -> Interval | None:
     """Percentile bootstrap interval of a statistic over units resampled with replacement.
 
     statistic(units, counts) returns the statistic of a sample that holds counts[i] copies of units[i];
-    it may return nan where the statistic is undefined (those resamples are left out).
+    it may return nan where the statistic is undefined (those resamples are left out). With vectorized=True
+    it also takes a 2-D counts (one resample per row) and returns one value per row.
     counts says how many times each unit occurs in the data (default: once each). Collapsing identical
     units into one row with a count gives the same bootstrap (a draw of n units with replacement is a
     multinomial draw of how many copies of each distinct unit it holds) at the cost of the distinct rows
@@ -114,12 +116,17 @@ def bootstrap_interval(
     units = np.asarray(units)
     counts = np.ones(len(units), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
+    if total == 0:
+        return None
     value = float(statistic(units, counts))
-    if total == 0 or not np.isfinite(value):
+    if not np.isfinite(value):
         return None
     rng = np.random.default_rng(seed)
     samples = rng.multinomial(total, counts / total, size=n_resamples)
-    replicates = np.array([statistic(units, sample) for sample in samples], dtype=float)
+    if vectorized:
+        replicates = np.asarray(statistic(units, samples), dtype=float)
+    else:
+        replicates = np.array([statistic(units, sample) for sample in samples], dtype=float)
     tail = (1 - confidence) / 2 * 100
     low, high = np.nanpercentile(replicates, [tail, 100 - tail])
     return Interval(value=value, low=float(low), high=float(high), n=total)
@@ -153,22 +160,22 @@ def krippendorff_alpha(units: Mapping[Hashable, Mapping[Hashable, Hashable]]) ->
     return nominal_alpha(value_counts)
 
 
-def pattern_alpha(patterns: np.ndarray, counts: np.ndarray) -> float:
+def pattern_alpha(patterns: np.ndarray, counts: np.ndarray) -> float | np.ndarray:
     """Nominal alpha of data holding counts[i] units with value counts patterns[i]; nan where undefined.
 
     This is the formula `krippendorff.alpha` evaluates (coincidence matrix o, alpha = 1 - (n - 1)(n - tr o)
     / (n² - Σ n_v²) at the nominal level), written over weighted patterns so that `bootstrap_interval` can
     resample 300,000 comparisons as ~30 patterns; the tests check it equals `krippendorff.alpha` on the
-    expanded rows. Reported point estimates come from the package itself (`nominal_alpha`).
+    expanded rows. Reported point estimates come from the package itself (`nominal_alpha`). counts may be
+    2-D (one resample per row); the result then has one alpha per row.
     """
-    coincidences = _pattern_coincidences(patterns)
-    o = np.tensordot(np.asarray(counts, dtype=float), coincidences, axes=1)
-    n_v = o.sum(axis=0)
-    n = n_v.sum()
-    expected = (n * n - (n_v * n_v).sum()) / (n - 1) if n > 1 else 0.0
-    if expected <= 0:
-        return float("nan")
-    return float(1 - (n - np.trace(o)) / expected)
+    o = np.tensordot(np.asarray(counts, dtype=float), _pattern_coincidences(patterns), axes=1)
+    n_v = o.sum(axis=-2)
+    n = n_v.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = (n * n - (n_v * n_v).sum(axis=-1)) / (n - 1)
+        alpha = 1 - (n - np.trace(o, axis1=-2, axis2=-1)) / np.where(expected > 0, expected, np.nan)
+    return float(alpha) if np.ndim(alpha) == 0 else alpha
 
 
 def _pattern_coincidences(patterns: np.ndarray) -> np.ndarray:
@@ -179,14 +186,16 @@ def _pattern_coincidences(patterns: np.ndarray) -> np.ndarray:
         return np.where((m >= 2)[:, None, None], pairs / (m - 1)[:, None, None], 0.0)
 
 
-def pattern_pairwise_agreement(patterns: np.ndarray, counts: np.ndarray) -> float:
-    """Share of agreeing rater pairs among all pairs of raters who judged the same unit; nan without pairs."""
+def pattern_pairwise_agreement(patterns: np.ndarray, counts: np.ndarray) -> float | np.ndarray:
+    """Share of agreeing rater pairs among all pairs of raters who judged the same unit; nan without pairs.
+    counts may be 2-D (one resample per row), like `pattern_alpha`."""
     patterns = np.asarray(patterns, dtype=float)
-    counts = np.asarray(counts, dtype=float)
     m = patterns.sum(axis=1)
-    agreeing = counts @ (patterns * (patterns - 1) / 2).sum(axis=1)
-    pairs = counts @ (m * (m - 1) / 2)
-    return float(agreeing / pairs) if pairs > 0 else float("nan")
+    agreeing = np.asarray(counts, dtype=float) @ (patterns * (patterns - 1) / 2).sum(axis=1)
+    pairs = np.asarray(counts, dtype=float) @ (m * (m - 1) / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = agreeing / np.where(pairs > 0, pairs, np.nan)
+    return float(share) if np.ndim(share) == 0 else share
 
 
 # Bradley–Terry leaderboard ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from labeling.exporting import rater_pseudonym
 from labeling.models import Assignment, Comparison, Judgment, Project, Prompt, Response
+from labeling.raters import set_excluded
 from tests.factories import AssignmentFactory, ComparisonFactory, JudgmentFactory, UserFactory
 
 MODELS = ["project", "prompt", "response", "comparison", "assignment", "judgment"]
@@ -269,3 +270,165 @@ def test_the_priority_filter_narrows_the_comparison_list(staff_client, project):
     response = staff_client.get(reverse("admin:labeling_comparison_changelist"), {"priority": "positive"})
 
     assert [c.pk for c in response.context["cl"].result_list] == [high.pk]
+
+
+# --- gold -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_comparison_list_shows_and_filters_gold(staff_client, project):
+    gold = ComparisonFactory(prompt__project=project, is_gold=True, gold_label="b")
+    ComparisonFactory(prompt__project=project)
+    url = reverse("admin:labeling_comparison_changelist")
+
+    response = staff_client.get(url, {"is_gold__exact": "1"})
+
+    assert [c.pk for c in response.context["cl"].result_list] == [gold.pk]
+    assert response.context["cl"].list_display[-5:] == [
+        "reference_label", "is_gold", "gold_label", "selected_by", "created_at"
+    ]
+    assert [c.pk for c in staff_client.get(url, {"gold_label": "b"}).context["cl"].result_list] == [gold.pk]
+
+
+def comparison_form(comparison, **fields) -> dict:
+    """The change form's fields as the page would post them back."""
+    return {
+        "priority": comparison.priority,
+        "status": comparison.status,
+        "selected_by": comparison.selected_by,
+        "reference_label": comparison.reference_label,
+        "gold_label": comparison.gold_label,
+        "judgments-TOTAL_FORMS": "0",
+        "judgments-INITIAL_FORMS": "0",
+        **({"is_gold": "on"} if comparison.is_gold else {}),
+        **fields,
+    }
+
+
+@pytest.mark.django_db
+def test_an_admin_sets_a_gold_answer_on_the_change_form(staff_client, judged_comparison):
+    url = reverse("admin:labeling_comparison_change", args=[judged_comparison.pk])
+
+    response = staff_client.post(url, comparison_form(judged_comparison, is_gold="on", gold_label="a"))
+
+    assert response.status_code == 302
+    judged_comparison.refresh_from_db()
+    assert (judged_comparison.is_gold, judged_comparison.gold_label) == (True, "a")
+    assert judged_comparison.status == Comparison.Status.OPEN  # it had its judgments; gold stays open
+
+    staff_client.post(url, comparison_form(judged_comparison, is_gold="", gold_label=""))
+    judged_comparison.refresh_from_db()
+    assert (judged_comparison.is_gold, judged_comparison.status) == (False, Comparison.Status.COMPLETE)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"is_gold": "on", "gold_label": ""}, "A gold comparison needs its known answer"),
+        ({"gold_label": "b"}, "Only a gold comparison has a known answer."),
+    ],
+)
+def test_the_change_form_refuses_gold_without_an_answer_and_an_answer_without_gold(
+    staff_client, judged_comparison, fields, message
+):
+    url = reverse("admin:labeling_comparison_change", args=[judged_comparison.pk])
+
+    response = staff_client.post(url, comparison_form(judged_comparison, **fields))
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    judged_comparison.refresh_from_db()
+    assert (judged_comparison.is_gold, judged_comparison.gold_label) == (False, "")
+
+
+@pytest.mark.django_db
+def test_comparisons_can_be_marked_gold_by_their_reference_label_and_unmarked(staff_client, project):
+    labelled = ComparisonFactory(prompt__project=project, reference_label="b")
+    tie = ComparisonFactory(prompt__project=project, reference_label="tie")
+    url = reverse("admin:labeling_comparison_changelist")
+    ids = [labelled.pk, tie.pk]
+
+    response = staff_client.post(url, {"action": "mark_as_gold", "_selected_action": ids}, follow=True)
+
+    assert set(Comparison.objects.values_list("pk", "is_gold", "gold_label")) == {
+        (labelled.pk, True, "b"),
+        (tie.pk, False, ""),
+    }
+    content = response.content.decode()
+    assert "Marked 1 comparisons as gold." in content
+    assert "1 had no decisive reference label" in content
+
+    staff_client.post(url, {"action": "unmark_as_gold", "_selected_action": ids})
+    assert not Comparison.objects.filter(is_gold=True).exists()
+
+
+@pytest.mark.django_db
+def test_staff_who_may_not_change_comparisons_cannot_mark_gold(client, project, clerk):
+    clerk.user_permissions.add(Permission.objects.get(codename="view_comparison"))
+    client.force_login(clerk)
+    labelled = ComparisonFactory(prompt__project=project, reference_label="a")
+    gold = ComparisonFactory(prompt__project=project, is_gold=True, gold_label="a")
+    url = reverse("admin:labeling_comparison_changelist")
+
+    assert "mark_as_gold" not in client.get(url).content.decode()
+    for action, comparison in (("mark_as_gold", labelled), ("unmark_as_gold", gold)):
+        client.post(url, {"action": action, "_selected_action": [comparison.pk]})
+    response = client.post(
+        reverse("admin:labeling_comparison_change", args=[labelled.pk]),
+        comparison_form(labelled, is_gold="on", gold_label="a"),
+    )
+
+    assert response.status_code == 403
+    assert set(Comparison.objects.values_list("pk", "is_gold")) == {(labelled.pk, False), (gold.pk, True)}
+
+
+@pytest.mark.django_db
+def test_the_import_page_can_turn_labels_into_gold(staff_client):
+    text = pairs_file(2) + json.dumps({"prompt": "Q?", "response_a": "x", "response_b": "y", "label": "tie"}) + "\n"
+
+    response = staff_client.post(
+        reverse("admin:labeling_project_import"),
+        {"file": upload(text), "project": "uploaded", "gold_from_labels": "on"},
+        follow=True,
+    )
+
+    assert set(Comparison.objects.values_list("reference_label", "is_gold", "gold_label")) == {
+        ("a", True, "a"),
+        ("tie", False, ""),
+    }
+    assert Comparison.objects.filter(is_gold=True).count() == 2
+    assert "2 comparisons marked gold; 1 tie labels not made gold" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_import_page_leaves_labels_alone_unless_asked(staff_client):
+    staff_client.post(reverse("admin:labeling_project_import"), {"file": upload(pairs_file(2)), "project": "uploaded"})
+
+    assert Comparison.objects.filter(reference_label="a").count() == 2
+    assert not Comparison.objects.filter(is_gold=True).exists()
+
+
+# --- weighting --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("format", ["trl", "raw"])
+def test_the_export_download_says_which_weighting_it_used(
+    staff_client, judged_comparison, admin_user, alice, bob, format
+):
+    url = reverse("admin:labeling_project_export", args=[judged_comparison.project_id, format])
+    assert staff_client.get(url)["X-Export-Weighting"] == "equal"
+
+    project = judged_comparison.project
+    project.judgment_weighting = Project.Weighting.RELIABILITY
+    project.save()
+    set_excluded(project=project, rater=bob, excluded=True, by=admin_user)
+    response = staff_client.get(url)
+
+    assert response["X-Export-Weighting"] == "reliability (raters: 1 excluded)"
+    lines = [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+    if format == "trl":
+        assert lines[0]["margin"] == 2.0  # alice's "clearly" alone: bob's "much" is out
+    else:
+        assert {line["rater"] for line in lines} == {rater_pseudonym(alice.pk)}

@@ -134,6 +134,7 @@ def test_the_schema_generates_without_warnings_and_lists_every_endpoint(tmp_path
         "/api/projects/{id}/skip/",
         "/api/judgments/",
         "/api/judgments/{id}/",
+        "/api/comparisons/{id}/gold/",  # staff only
         # The reward model's (rewardmodel/api.py).
         "/api/projects/{id}/reward-models/",
         "/api/projects/{id}/status/",

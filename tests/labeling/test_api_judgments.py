@@ -1,13 +1,17 @@
 """Recording and reading judgments through the API."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from labeling.assignment import next_comparison_for
 from labeling.models import Assignment, Comparison, Judgment
-from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory
+from tests.factories import AssignmentFactory, ComparisonFactory, JudgmentFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -96,24 +100,98 @@ def test_a_second_post_returns_the_stored_judgment_with_200(project, alice):
 
 
 def test_it_ignores_strength_for_a_tie(project, alice):
-    comparison = ComparisonFactory(prompt__project=project)
-    response = logged_in(alice).post("/api/judgments/", a_judgment(comparison.pk, outcome="tie"), format="json")
+    ComparisonFactory(prompt__project=project)
+    client = logged_in(alice)
+    task = lease(client, project)
+    response = client.post("/api/judgments/", a_judgment(task["comparison"], outcome="tie"), format="json")
     assert response.status_code == 201
     assert response.json()["strength"] is None
     assert Judgment.objects.get().strength is None
 
 
-def test_it_accepts_a_judgment_without_a_lease_while_the_comparison_needs_judgments(project, alice):
+def test_it_answers_409_for_every_comparison_the_rater_was_never_given(project, alice):
+    comparisons = ComparisonFactory.create_batch(20, prompt__project=project)
+    client = logged_in(alice)
+
+    answers = [client.post("/api/judgments/", a_judgment(c.pk), format="json") for c in comparisons]
+
+    assert [response.status_code for response in answers] == [409] * 20
+    assert "You were not assigned this comparison" in answers[0].json()["detail"]
+    assert not Judgment.objects.exists()
+    assert set(Comparison.objects.values_list("judgments_count", flat=True)) == {0}
+
+
+def test_it_answers_409_for_a_comparison_the_rater_skipped(project, alice):
+    ComparisonFactory(prompt__project=project)
+    client = logged_in(alice)
+    task = lease(client, project)
+    skipped = client.post(f"/api/projects/{project.pk}/skip/", {"comparison": task["comparison"]}, format="json")
+    assert skipped.status_code == 204
+
+    response = client.post("/api/judgments/", a_judgment(task["comparison"]), format="json")
+
+    assert response.status_code == 409
+    assert not Judgment.objects.exists()
+
+
+def expired_lease(rater, comparison, *, ago, left="a"):
+    """A lease of rater's on comparison that expired `ago` before now."""
+    issued_at = timezone.now() - comparison.project.lease_duration - ago
+    return AssignmentFactory(comparison=comparison, rater=rater, left=left, issued_at=issued_at)
+
+
+def test_it_accepts_an_answer_within_the_grace_in_the_order_of_the_lease(project, alice):
     comparison = ComparisonFactory(prompt__project=project)
-    response = logged_in(alice).post("/api/judgments/", a_judgment(comparison.pk), format="json")
+    held = expired_lease(alice, comparison, ago=project.lease_grace / 2, left="b")
+
+    response = logged_in(alice).post("/api/judgments/", a_judgment(comparison.pk, outcome="left"), format="json")
+
     assert response.status_code == 201
+    assert (response.json()["left"], response.json()["outcome_stored"]) == ("b", "b")
     judgment = Judgment.objects.get()
-    # Never shown through a lease: recorded as if A had been on the left.
-    assert (judgment.left, judgment.outcome) == ("a", "a")
-    assert response.json()["response_left"] == comparison.response_a_id
+    assert (judgment.left, judgment.outcome) == ("b", "b")
+    held.refresh_from_db()
+    assert held.state == Assignment.State.SUBMITTED
 
 
-def test_it_answers_409_without_a_lease_when_others_fill_the_overlap(project, alice, bob, admin_user):
+def test_it_answers_409_after_the_grace(project, alice):
+    comparison = ComparisonFactory(prompt__project=project)
+    expired_lease(alice, comparison, ago=project.lease_grace + timedelta(seconds=5))
+    response = logged_in(alice).post("/api/judgments/", a_judgment(comparison.pk), format="json")
+    assert response.status_code == 409
+    assert not Judgment.objects.exists()
+
+
+def test_it_answers_409_within_the_grace_once_others_took_the_comparison_to_its_overlap(project, alice, bob, carol):
+    project.raters.add(carol)
+    comparison = ComparisonFactory(prompt__project=project)  # overlap 2
+    expired_lease(alice, comparison, ago=timedelta(seconds=30))
+    JudgmentFactory(comparison=comparison, rater=bob)
+    assert next_comparison_for(rater=carol, project=project).comparison_id == comparison.pk
+
+    response = logged_in(alice).post("/api/judgments/", a_judgment(comparison.pk), format="json")
+
+    assert response.status_code == 409
+    assert not Judgment.objects.filter(rater=alice).exists()
+    assert Comparison.objects.get().judgments_count == 1
+
+
+def test_a_retry_gets_200_and_the_stored_judgment_even_after_the_grace(project, alice):
+    comparison = ComparisonFactory(prompt__project=project)
+    expired_lease(alice, comparison, ago=timedelta(seconds=30))
+    client = logged_in(alice)
+    first = client.post("/api/judgments/", a_judgment(comparison.pk), format="json")
+    an_hour = timedelta(hours=1)
+    Assignment.objects.update(issued_at=F("issued_at") - an_hour, expires_at=F("expires_at") - an_hour)
+
+    again = client.post("/api/judgments/", a_judgment(comparison.pk, outcome="right"), format="json")
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert Judgment.objects.count() == 1
+
+
+def test_it_answers_409_when_others_fill_the_overlap(project, alice, bob, admin_user):
     comparison = ComparisonFactory(prompt__project=project)
     JudgmentFactory(comparison=comparison, rater=bob, outcome="tie")
     next_comparison_for(rater=admin_user, project=project)  # the second slot, leased
@@ -121,7 +199,7 @@ def test_it_answers_409_without_a_lease_when_others_fill_the_overlap(project, al
     response = logged_in(alice).post("/api/judgments/", a_judgment(comparison.pk), format="json")
 
     assert response.status_code == 409
-    assert "no live lease" in response.json()["detail"]
+    assert "Ask for the next comparison" in response.json()["detail"]
     assert not Judgment.objects.filter(rater=alice).exists()
     assert Comparison.objects.get().judgments_count == 1
 
@@ -240,9 +318,10 @@ def test_staff_read_only_their_own_judgments_too(project, alice, admin_user):
     assert client.get(f"/api/judgments/{judgment.pk}/").status_code == 404
 
 
-# Session + user, locked comparison, existing judgment, latest lease, insert,
-# lease -> submitted, comparison count, the savepoint pair; one more on a
-# retry's way out (the comparison of the stored judgment, for response ids).
+# Session + user, locked comparison (with the rater's paused flag), the rater's
+# judgments of it, latest lease, insert, lease -> submitted, comparison count,
+# the savepoint pair. A retry stops after the latest lease (it may be a repeat's)
+# and reads the comparison of the stored judgment, for response ids.
 POST_QUERIES = {"postgresql": 10, "sqlite": 10}
 
 

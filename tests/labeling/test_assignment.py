@@ -123,20 +123,52 @@ def test_it_randomises_the_left_side_per_lease(project, carol):
     assert sides == {"a", "b"}  # (1/2)^39 chance of a false failure
 
 
-def _hot_path_query_counts(size):
-    project = ProjectFactory()
+# Queries of next_comparison_for for a rater who holds no lease, by the kind of
+# task the draw picks, counting the SAVEPOINT/RELEASE pair of the test's own
+# transaction. The paused check and "is there real work left" are subqueries,
+# not queries; a gold or repeat draw that finds nothing falls back to the queue
+# at the cost of the one query that found nothing.
+FRESH_QUERIES = {
+    "queue": 6,  # held lease, locked candidate, live-lease recount, insert
+    "gold": 5,  # held lease, gold item, insert
+    "repeat": 5,  # held lease, earlier judgment, insert
+    "gold, none left": 7,
+    "repeat, none left": 7,
+}
+PATH_RATES = {
+    "queue": (0.0, 0.0),
+    "gold": (1.0, 0.0),
+    "repeat": (0.0, 1.0),
+    "gold, none left": (1.0, 0.0),
+    "repeat, none left": (0.0, 1.0),
+}
+
+
+def _hot_path_query_counts(size, path="queue"):
+    project = ProjectFactory(gold_rate=0, repeat_rate=0)
     rater, other = UserFactory.create_batch(2)
     project.raters.add(rater, other)
-    ComparisonFactory.create_batch(size, prompt__project=project)
+    ComparisonFactory.create_batch(size + 10, prompt__project=project)
+    if path == "gold":
+        ComparisonFactory.create_batch(size, prompt__project=project, is_gold=True, gold_label="a")
     # The other rater has judged the top ones, so this one's query must pass over rows.
     for _ in range(size // 5):
         assignment = next_comparison_for(rater=other, project=project)
         record_judgment(rater=other, judgment=JudgmentInputFactory(comparison_id=assignment.comparison_id))
+    if path == "repeat":
+        # Judgments enough that some are older than the latest five.
+        for _ in range(6 + size // 5):
+            assignment = next_comparison_for(rater=rater, project=project)
+            record_judgment(rater=rater, judgment=JudgmentInputFactory(comparison_id=assignment.comparison_id))
+    project.gold_rate, project.repeat_rate = PATH_RATES[path]
+    project.save()
 
     with CaptureQueriesContext(connection) as fresh:
         assignment = next_comparison_for(rater=rater, project=project)
         # Touch what the page renders: no lazy loads.
         _ = (assignment.left_response.text, assignment.right_response.text, assignment.comparison.prompt.conversation)
+    expected_kind = {"gold": Assignment.Kind.GOLD, "repeat": Assignment.Kind.REPEAT}.get(path, Assignment.Kind.TASK)
+    assert assignment.kind == expected_kind
     with CaptureQueriesContext(connection) as held:
         next_comparison_for(rater=rater, project=project)
     with CaptureQueriesContext(connection) as submit:
@@ -144,10 +176,12 @@ def _hot_path_query_counts(size):
     return len(fresh), len(held), len(submit)
 
 
-def test_it_runs_a_constant_number_of_queries_whatever_the_table_sizes():
-    small = _hot_path_query_counts(5)
-    large = _hot_path_query_counts(80)
+@pytest.mark.parametrize("path", list(FRESH_QUERIES))
+def test_it_runs_a_constant_number_of_queries_whatever_the_table_sizes(path):
+    small = _hot_path_query_counts(5, path)
+    large = _hot_path_query_counts(80, path)
     assert small == large
     fresh, held, submit = large
-    # Counts include the SAVEPOINT/RELEASE pair of the test's own transaction.
-    assert fresh <= 6 and held <= 3 and submit <= 8, large
+    assert fresh == FRESH_QUERIES[path], large
+    # Submitting a repeat does not save the comparison: one query fewer.
+    assert held <= 3 and submit <= (7 if path == "repeat" else 8), large

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
+from django.db.models import Q
 
 from labeling.importing import ImportFileError, LabeledPair, import_pairs, parse_labeled_pairs, spread_pairs
 from labeling.models import Comparison, Project, Prompt, Response
@@ -348,6 +349,16 @@ MALFORMED = [
     ('{"chosen": "\\n\\nHuman: Q\\n\\nAssistant: a", "rejected": "\\n\\nHuman: Q\\n\\nAssistant: b"}',
      "this is a hh line but the file is pairs; formats cannot be mixed"),
     ('{"prompt": "Q", "responses": [{"text": "x"}]}', "this is a responses line but the file is pairs"),
+    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": true}',
+     "a gold pair needs a decisive 'label' ('a' or 'b') as its known answer; there is none"),
+    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": true, "label": "tie"}',
+     "a gold pair needs a decisive 'label' ('a' or 'b') as its known answer; it is 'tie'"),
+    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": "yes", "label": "a"}',
+     "'gold' must be true or false, got a string"),
+    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": 1, "label": "a"}',
+     "'gold' must be true or false, got a number"),
+    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": null, "label": "a"}',
+     "'gold' must be true or false, got null"),
 ]
 
 
@@ -526,6 +537,140 @@ def test_labeled_pairs_put_hh_replies_in_the_order_the_import_stores(project):
     assert parsed == stored
 
 
+def gold_of(text_a: str) -> tuple[bool, str, str]:
+    """(is_gold, gold_label, reference_label) of the comparison whose A or B is text_a."""
+    comparison = Comparison.objects.get(Q(response_a__text=text_a) | Q(response_b__text=text_a))
+    return comparison.is_gold, comparison.gold_label, comparison.reference_label
+
+
+@pytest.mark.django_db
+def test_a_gold_pairs_line_makes_a_gold_comparison_with_its_label_as_the_answer(project):
+    lines = jsonl(pair(1, gold=True, label="b"), pair(2, gold=False, label="a"), pair(3, label="a"))
+
+    result = import_pairs(project_slug="demo", lines=lines)
+
+    assert gold_of("Answer 1 A.") == (True, "b", "b")
+    assert gold_of("Answer 2 A.") == (False, "", "a")
+    assert gold_of("Answer 3 A.") == (False, "", "a")
+    assert result.gold_marked == 1
+    assert result.summary().endswith("3 comparisons created; 0 duplicate lines; 1 comparisons marked gold")
+    gold = Comparison.objects.get(is_gold=True)
+    assert gold.status == Comparison.Status.OPEN and gold.project == project
+
+
+@pytest.mark.django_db
+def test_a_gold_line_makes_a_stored_comparison_gold_in_its_own_a_b_order(project):
+    import_pairs(project_slug="demo", lines=jsonl(pair(1)))
+    # The same pair, written the other way round: its "a" is the stored comparison's B.
+    swapped = {"prompt": "Question 1?", "response_a": "Answer 1 B.", "response_b": "Answer 1 A."}
+
+    result = import_pairs(project_slug="demo", lines=jsonl(swapped | {"gold": True, "label": "a"}))
+
+    stored = Comparison.objects.select_related("response_b").get()
+    assert (stored.is_gold, stored.gold_label) == (True, "b")
+    assert stored.response_b.text == "Answer 1 B."
+    assert (result.comparisons_created, result.gold_marked, result.duplicates) == (0, 1, 0)
+    # Importing it again changes nothing: the line is a duplicate now.
+    again = import_pairs(project_slug="demo", lines=jsonl(swapped | {"gold": True, "label": "a"}))
+    assert (again.gold_marked, again.duplicates) == (0, 1)
+    # Another answer on a later import replaces the stored one; a line without "gold" never unmarks.
+    import_pairs(project_slug="demo", lines=jsonl(swapped | {"gold": True, "label": "b"}))
+    assert gold_of("Answer 1 A.")[:2] == (True, "a")
+    import_pairs(project_slug="demo", lines=jsonl(pair(1, label="b")))
+    assert gold_of("Answer 1 A.")[:2] == (True, "a")
+
+
+@pytest.mark.django_db
+def test_a_stored_comparison_that_becomes_gold_is_open_again(project):
+    import_pairs(project_slug="demo", lines=jsonl(pair(1)))
+    Comparison.objects.update(status=Comparison.Status.COMPLETE, judgments_count=2)
+
+    import_pairs(project_slug="demo", lines=jsonl(pair(1, gold=True, label="a")))
+
+    assert Comparison.objects.get().status == Comparison.Status.OPEN  # gold is served to every rater
+
+
+@pytest.mark.django_db
+def test_a_gold_line_counts_for_its_pair_wherever_it_comes_in_the_file(project):
+    swapped = {"prompt": "Question 1?", "response_a": "Answer 1 B.", "response_b": "Answer 1 A."}
+    lines = jsonl(pair(1, label="tie"), swapped | {"gold": True, "label": "b"})
+
+    result = import_pairs(project_slug="demo", lines=lines)
+
+    stored = Comparison.objects.select_related("response_a").get()
+    assert stored.response_a.text == "Answer 1 A."  # the first line's order
+    assert (stored.is_gold, stored.gold_label, stored.reference_label) == (True, "a", "tie")
+    assert result.duplicates == 0
+
+
+@pytest.mark.django_db
+def test_two_gold_lines_that_disagree_on_a_pair_are_malformed(project):
+    swapped = {"prompt": "Question 1?", "response_a": "Answer 1 B.", "response_b": "Answer 1 A."}
+    lines = jsonl(pair(1, gold=True, label="a"), pair(2), swapped | {"gold": True, "label": "a"})
+
+    with pytest.raises(ImportFileError) as error:
+        import_pairs(project_slug="demo", lines=lines)
+
+    assert str(error.value) == "line 3: line 1 makes this pair gold with the other answer"
+    assert counts() == (1, 0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_hh_and_responses_lines_take_no_gold_field(project):
+    line = {"chosen": hh("Q", "yes"), "rejected": hh("Q", "no"), "gold": True}
+    with pytest.raises(ImportFileError, match="unknown field 'gold'"):
+        import_pairs(project_slug="demo", lines=jsonl(line))
+    with pytest.raises(ImportFileError, match="unknown field 'gold'"):
+        import_pairs(project_slug="demo", lines=jsonl({"prompt": "Q", "responses": [{"text": "x"}], "gold": True}))
+
+
+@pytest.mark.django_db
+def test_gold_from_labels_makes_decisive_labels_gold_and_leaves_ties_ordinary(project):
+    lines = jsonl(pair(1, label="a"), pair(2, label="b"), pair(3, label="tie"), pair(4))
+
+    result = import_pairs(project_slug="demo", lines=lines, gold_from_labels=True)
+
+    assert [gold_of(f"Answer {n} A.") for n in (1, 2, 3, 4)] == [
+        (True, "a", "a"),
+        (True, "b", "b"),
+        (False, "", "tie"),
+        (False, "", ""),
+    ]
+    assert (result.gold_marked, result.gold_ties) == (2, 1)
+    assert result.summary().endswith(
+        "; 2 comparisons marked gold; 1 tie labels not made gold (a tie is no known answer)"
+    )
+
+
+@pytest.mark.django_db
+def test_gold_from_labels_makes_an_hh_files_stored_comparisons_gold_on_a_second_import(project):
+    lines = jsonl(*({"chosen": hh("Q", f"yes {n}"), "rejected": hh("Q", f"no {n}")} for n in range(6)))
+    import_pairs(project_slug="demo", lines=lines)
+    assert not Comparison.objects.filter(is_gold=True).exists()
+
+    result = import_pairs(project_slug="demo", lines=lines, gold_from_labels=True)
+
+    assert result.comparisons_created == 0 and result.gold_marked == 6
+    stored = Comparison.objects.select_related("response_a", "response_b")
+    assert all(c.is_gold and c.gold_label == c.reference_label for c in stored)
+    # The answer is the reply people chose, whichever side it is stored on.
+    chosen = {c.response_a.text if c.gold_label == "a" else c.response_b.text for c in stored}
+    assert chosen == {f"yes {n}" for n in range(6)}
+    assert {c.gold_label for c in stored} == {"a", "b"}
+
+
+@pytest.mark.django_db
+def test_gold_writes_in_bulk_too(project, django_assert_max_num_queries):
+    lines = jsonl(*(pair(n, label="a") for n in range(600)))
+    import_pairs(project_slug="demo", lines=lines)
+
+    with django_assert_max_num_queries(40):
+        result = import_pairs(project_slug="demo", lines=lines, gold_from_labels=True)
+
+    assert result.gold_marked == 600
+    assert Comparison.objects.filter(is_gold=True, gold_label="a").count() == 600
+
+
 @pytest.mark.django_db
 def test_the_command_imports_a_file_and_prints_a_summary(tmp_path, capsys):
     path = tmp_path / "pairs.jsonl"
@@ -557,6 +702,18 @@ def test_the_command_reads_gzip_and_reports_skipped_lines(tmp_path, capsys):
     assert "line 2: skipped: the chosen final reply is empty" in captured.err
     assert "1 comparisons created" in captured.out
     assert Comparison.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_command_turns_labels_into_gold_when_asked(tmp_path, capsys):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(jsonl(pair(1, label="a"), pair(2, label="tie"))))
+
+    call_command("import_pairs", str(path), "--project", "cli", "--gold-from-labels")
+
+    out = capsys.readouterr().out
+    assert "; 1 comparisons marked gold; 1 tie labels not made gold (a tie is no known answer)." in out
+    assert list(Comparison.objects.filter(is_gold=True).values_list("gold_label", flat=True)) == ["a"]
 
 
 @pytest.mark.django_db

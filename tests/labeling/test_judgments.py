@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from labeling.assignment import next_comparison_for
+from labeling.assignment import next_comparison_for, skip_comparison
 from labeling.judgments import ComparisonNotFound, InvalidJudgment, LeaseConflict, delete_judgments, record_judgment
 from labeling.models import Assignment, Comparison, Judgment
 from labeling.signals import judgment_recorded
@@ -72,20 +72,75 @@ def test_it_rejects_a_judgment_without_a_lease_when_the_comparison_is_full(proje
     assert not Judgment.objects.exists()
 
 
-def test_it_accepts_a_judgment_without_a_lease_while_judgments_are_needed(project, alice):
+def test_it_rejects_judgments_on_comparisons_the_rater_was_never_given(project, alice):
+    # The attack: posting straight to twenty open comparisons, skipping the queue.
+    comparisons = ComparisonFactory.create_batch(20, prompt__project=project)
+    for comparison in comparisons:
+        with pytest.raises(LeaseConflict, match="You were not assigned this comparison"):
+            submit(alice, comparison.pk)
+    assert not Judgment.objects.exists()
+    assert set(Comparison.objects.values_list("judgments_count", "status")) == {(0, Comparison.Status.OPEN)}
+
+
+def test_it_rejects_a_judgment_on_a_comparison_the_rater_skipped(project, alice):
     comparison = ComparisonFactory(prompt__project=project)
-    recorded = submit(alice, comparison.pk, outcome="left")
+    lease = next_comparison_for(rater=alice, project=project)
+    skip_comparison(rater=alice, project=project, comparison_id=lease.comparison_id)
+    with pytest.raises(LeaseConflict):
+        submit(alice, comparison.pk)
+    assert not Judgment.objects.exists()
+
+
+def test_it_accepts_a_late_answer_within_the_grace_in_the_order_of_the_lease(project, alice):
+    comparison = ComparisonFactory(prompt__project=project)
+    lease = AssignmentFactory(comparison=comparison, rater=alice, left="b")
+    late = lease.expires_at + project.lease_grace - timedelta(seconds=1)
+
+    recorded = submit(alice, comparison.pk, outcome="left", now=late)
+
     assert recorded.created
-    assert recorded.judgment.left == "a" and recorded.judgment.outcome == "a"
+    assert (recorded.judgment.left, recorded.judgment.outcome) == ("b", "b")
+    lease.refresh_from_db()
+    assert lease.state == Assignment.State.SUBMITTED
+    comparison.refresh_from_db()
+    assert comparison.judgments_count == 1
 
 
-def test_it_uses_the_order_of_an_expired_lease_the_rater_saw(project, alice):
+def test_it_rejects_an_answer_that_comes_after_the_grace(project, alice):
     comparison = ComparisonFactory(prompt__project=project)
+    lease = AssignmentFactory(comparison=comparison, rater=alice)
+    with pytest.raises(LeaseConflict):
+        submit(alice, comparison.pk, now=lease.expires_at + project.lease_grace + timedelta(seconds=1))
+    assert not Judgment.objects.exists()
+
+
+def test_it_rejects_a_late_answer_when_others_took_the_comparison_to_its_overlap(project, alice, bob, carol):
+    project.raters.add(carol)
+    comparison = ComparisonFactory(prompt__project=project)  # overlap 2
     now = timezone.now()
-    lease = next_comparison_for(rater=alice, project=project, now=now)
-    recorded = submit(alice, comparison.pk, outcome="left", now=now + timedelta(hours=1))
-    assert recorded.judgment.left == lease.left
-    assert recorded.judgment.outcome == lease.left
+    lease = AssignmentFactory(comparison=comparison, rater=alice, issued_at=now)
+    later = lease.expires_at + timedelta(seconds=1)
+    # Alice's lease ran out: bob judged it and carol holds the last slot.
+    JudgmentFactory(comparison=comparison, rater=bob)
+    assert next_comparison_for(rater=carol, project=project, now=later).comparison_id == comparison.pk
+
+    with pytest.raises(LeaseConflict):
+        submit(alice, comparison.pk, now=later)
+
+    assert not Judgment.objects.filter(rater=alice).exists()
+    comparison.refresh_from_db()
+    assert comparison.judgments_count == 1
+
+
+def test_a_retry_gets_the_stored_judgment_whatever_became_of_the_lease(project, alice):
+    comparison = ComparisonFactory(prompt__project=project)
+    lease = AssignmentFactory(comparison=comparison, rater=alice)
+    first = submit(alice, comparison.pk)
+
+    again = submit(alice, comparison.pk, now=lease.expires_at + project.lease_grace + timedelta(days=1))
+
+    assert not again.created and again.judgment.pk == first.judgment.pk
+    assert Judgment.objects.count() == 1
 
 
 def test_it_rejects_a_comparison_of_a_project_the_rater_is_not_on(alice):
@@ -128,12 +183,14 @@ def test_it_refuses_ties_and_both_bad_when_the_project_does_not_allow_them(alice
 
 def test_ties_and_both_bad_carry_no_strength(project, alice, bob):
     comparison = ComparisonFactory(prompt__project=project)
+    for rater in (alice, bob):
+        AssignmentFactory(comparison=comparison, rater=rater)
     assert submit(alice, comparison.pk, outcome="tie", strength=3).judgment.strength is None
     assert submit(bob, comparison.pk, outcome="both_bad", strength=None).judgment.strength is None
 
 
 def test_it_announces_the_judgment_after_commit(project, alice, django_capture_on_commit_callbacks):
-    comparison = ComparisonFactory(prompt__project=project)
+    comparison = AssignmentFactory(comparison__prompt__project=project, rater=alice).comparison
     received = []
 
     def listener(sender, **kwargs):
@@ -156,7 +213,7 @@ def test_it_announces_the_judgment_after_commit(project, alice, django_capture_o
 
 
 def test_a_failing_listener_does_not_lose_the_judgment(project, alice, django_capture_on_commit_callbacks):
-    comparison = ComparisonFactory(prompt__project=project)
+    comparison = AssignmentFactory(comparison__prompt__project=project, rater=alice).comparison
 
     def broken(sender, **kwargs):
         raise ConnectionError("broker down")
@@ -171,13 +228,13 @@ def test_a_failing_listener_does_not_lose_the_judgment(project, alice, django_ca
 
 
 def test_staff_may_judge_any_active_project(admin_user):
-    comparison = ComparisonFactory()
+    comparison = AssignmentFactory(rater=admin_user).comparison
     assert submit(admin_user, comparison.pk).created
 
 
 def test_a_deleted_rater_keeps_their_judgments(project, carol):
     project.raters.add(carol)
-    comparison = ComparisonFactory(prompt__project=project)
+    comparison = AssignmentFactory(comparison__prompt__project=project, rater=carol).comparison
     submit(carol, comparison.pk)
     from django.db.models import ProtectedError
 
@@ -248,6 +305,31 @@ def test_deleting_judgments_recounts_every_comparison_they_were_on(project, alic
         second.pk: Comparison.Status.OPEN,
         other.pk: Comparison.Status.COMPLETE,
     }
+
+
+def test_deleting_recounts_first_judgments_only(project, alice, bob):
+    comparison = ComparisonFactory(prompt__project=project)
+    alices = JudgmentFactory(comparison=comparison, rater=alice)
+    JudgmentFactory(comparison=comparison, rater=alice, repeat_of=alices, left="b")
+    bobs = JudgmentFactory(comparison=comparison, rater=bob)
+    assert comparison.judgments_count == 2
+
+    delete_judgments(judgment_ids=[bobs.pk])
+
+    comparison.refresh_from_db()
+    assert (comparison.judgments_count, comparison.status) == (1, Comparison.Status.OPEN)
+
+
+def test_deleting_a_first_judgment_deletes_its_repeat(project, alice):
+    comparison = ComparisonFactory(prompt__project=project)
+    first = JudgmentFactory(comparison=comparison, rater=alice)
+    JudgmentFactory(comparison=comparison, rater=alice, repeat_of=first, left="b")
+
+    delete_judgments(judgment_ids=[first.pk])
+
+    assert not Judgment.objects.exists()
+    comparison.refresh_from_db()
+    assert comparison.judgments_count == 0
 
 
 def test_deleting_a_judgment_keeps_a_retired_comparison_retired(project, alice):

@@ -1,10 +1,14 @@
 import base64
 import json
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 
 from config.broker import filesystem_transport_options
+from rewardmodel.core.checkpoint import save_checkpoint
+from rewardmodel.core.config import TrainConfig
+from rewardmodel.core.model import load_backbone
 from tests.brokers import use_broker
 from tests.factories import ComparisonFactory, JudgmentFactory, PromptFactory, ResponseFactory, UserFactory
 from tests.rewardmodel.core.conftest import WORDS, build_tiny_backbone
@@ -92,3 +96,11 @@ def marker_project(project, *, prompts: int = 30, judge=True):
             for rater in raters:
                 JudgmentFactory(comparison=comparison, rater=rater, outcome=winner, strength=2)
     return comparisons
+
+
+def make_checkpoint(root: Path, project, number: int, *, seed: int, num_heads: int = 1) -> Path:
+    """A tiny BERT reward model, saved by core's save_checkpoint exactly as the pipeline saves one."""
+    backbone = build_tiny_backbone(root / f"backbone-{seed}", seed=seed)
+    model, tokenizer = load_backbone(backbone, num_heads=num_heads)
+    config = TrainConfig(backbone=backbone, max_length=48, device="cpu", eval_batch_size=4, num_heads=num_heads)
+    return save_checkpoint(root / "models", project.slug, number, model, tokenizer, config, {"accuracy": 0.7}, {})

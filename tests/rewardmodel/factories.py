@@ -49,7 +49,9 @@ class RewardModelVersionFactory(factory.django.DjangoModelFactory):
     status = RewardModelVersion.Status.READY
     trigger = Trigger.THRESHOLD
     # What it read when its data was read: nothing yet while queued.
-    judgments_count = factory.LazyAttribute(lambda o: 0 if o.status == RewardModelVersion.Status.QUEUED else 50 * o.version)
+    judgments_count = factory.LazyAttribute(
+        lambda o: 0 if o.status == RewardModelVersion.Status.QUEUED else 50 * o.version
+    )
     device = "cpu"
     started_at = factory.LazyFunction(lambda: timezone.now() - timedelta(minutes=5))
     finished_at = factory.LazyAttribute(

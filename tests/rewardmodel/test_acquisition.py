@@ -22,8 +22,9 @@ from rewardmodel.acquisition import (
     refresh_pairs,
     uncertainty_scores,
 )
-from rewardmodel.models import ResponseReward, RewardModelVersion
+from rewardmodel.models import ResponseReward, RewardModelVersion, Strategy
 from tests.factories import ComparisonFactory, ProjectFactory, PromptFactory, ResponseFactory
+from tests.rewardmodel.factories import LoopSettingsFactory, ResponseRewardFactory, RewardModelVersionFactory
 
 # --- Pure scoring and ordering (no database) ---
 
@@ -156,6 +157,10 @@ def test_it_keeps_the_docstring_examples_true():
     assert doctest.testmod(acquisition).failed == 0
 
 
+def test_every_strategy_names_what_it_ranked_as_a_comparisons_selected_by():
+    assert set(Strategy.values) <= set(Comparison.SelectedBy.values)
+
+
 def test_it_ranks_unscored_candidates_last():
     scores = np.array([0.2, np.nan, 0.9, np.nan, 0.1])
     assert greedy(scores).tolist()[:3] == [2, 0, 4]
@@ -165,11 +170,11 @@ def test_it_ranks_unscored_candidates_last():
 
 
 @pytest.fixture
-def version(project):
-    project.exploration_share = 0.0
-    project.pair_budget = 0
-    project.save()
-    return RewardModelVersion.objects.create(project=project, version=1, status=RewardModelVersion.Status.ACTIVE)
+def version(project, loop_settings):
+    loop_settings.exploration_share = 0.0
+    loop_settings.pair_budget = 0
+    loop_settings.save()
+    return RewardModelVersionFactory(project=project, version=1, status=RewardModelVersion.Status.ACTIVE)
 
 
 def responses_with_rewards(project, version, rewards, heads=None):
@@ -177,7 +182,7 @@ def responses_with_rewards(project, version, rewards, heads=None):
     prompt = PromptFactory(project=project)
     responses = Response.objects.bulk_create(ResponseFactory.build_batch(len(rewards), prompt=prompt))
     ResponseReward.objects.bulk_create(
-        ResponseReward(version=version, response=response, reward=reward, head_rewards=None if heads is None else h)
+        ResponseRewardFactory.build(version=version, response=response, reward=reward, head_rewards=h)
         for response, reward, h in zip(responses, rewards, heads or [None] * len(rewards), strict=True)
     )
     return responses
@@ -197,9 +202,9 @@ def queue(project):
 
 
 @pytest.mark.django_db
-def test_it_serves_near_ties_first_under_uncertainty(project, version, alice):
-    project.acquisition = "uncertainty"
-    project.save()
+def test_it_serves_near_ties_first_under_uncertainty(project, loop_settings, version, alice):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.save()
     far = compare(project, *responses_with_rewards(project, version, [0.0, 3.0]))
     tie = compare(project, *responses_with_rewards(project, version, [1.0, 1.05]))
     mid = compare(project, *responses_with_rewards(project, version, [2.0, 1.2]))
@@ -214,9 +219,9 @@ def test_it_serves_near_ties_first_under_uncertainty(project, version, alice):
 
 
 @pytest.mark.django_db
-def test_it_serves_head_disagreement_first_under_ensemble(project, version):
-    project.acquisition = "ensemble"
-    project.save()
+def test_it_serves_head_disagreement_first_under_ensemble(project, loop_settings, version):
+    loop_settings.acquisition = "ensemble"
+    loop_settings.save()
     # Same mean reward gap (0) for the first two, but only one has heads that disagree.
     agreed = compare(project, *responses_with_rewards(project, version, [0.0, 0.0], [[0.0, 0.0, 0.0]] * 2))
     split = compare(
@@ -233,9 +238,9 @@ def test_it_serves_head_disagreement_first_under_ensemble(project, version):
 
 
 @pytest.mark.django_db
-def test_it_falls_back_to_uncertainty_when_the_model_has_a_single_head(project, version):
-    project.acquisition = "ensemble"
-    project.save()
+def test_it_falls_back_to_uncertainty_when_the_model_has_a_single_head(project, loop_settings, version):
+    loop_settings.acquisition = "ensemble"
+    loop_settings.save()
     far = compare(project, *responses_with_rewards(project, version, [0.0, 3.0]))
     tie = compare(project, *responses_with_rewards(project, version, [0.0, 0.1]))
 
@@ -247,11 +252,11 @@ def test_it_falls_back_to_uncertainty_when_the_model_has_a_single_head(project, 
 
 
 @pytest.mark.django_db
-def test_it_ranks_at_random_without_an_active_version(project):
-    project.acquisition = "uncertainty"
-    project.exploration_share = 0.5
-    project.save()
-    ready = RewardModelVersion.objects.create(project=project, version=1, status=RewardModelVersion.Status.READY)
+def test_it_ranks_at_random_without_an_active_version(project, loop_settings):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.exploration_share = 0.5
+    loop_settings.save()
+    ready = RewardModelVersionFactory(project=project, version=1, status=RewardModelVersion.Status.READY)
     for _ in range(5):
         compare(project, *responses_with_rewards(project, ready, [0.0, 1.0]))
 
@@ -264,9 +269,9 @@ def test_it_ranks_at_random_without_an_active_version(project):
 
 
 @pytest.mark.django_db
-def test_it_ranks_at_random_when_the_active_version_scored_nothing(project, version):
-    project.acquisition = "uncertainty"
-    project.save()
+def test_it_ranks_at_random_when_the_active_version_scored_nothing(project, loop_settings, version):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.save()
     prompt = PromptFactory(project=project)
     ComparisonFactory(prompt=prompt)
 
@@ -275,15 +280,16 @@ def test_it_ranks_at_random_when_the_active_version_scored_nothing(project, vers
 
 
 @pytest.mark.django_db
-def test_it_ranks_by_the_version_it_is_given(project, version):
-    project.acquisition = "uncertainty"
-    project.save()
+def test_it_ranks_by_the_version_it_is_given(project, loop_settings, version):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.save()
     a, b = responses_with_rewards(project, version, [0.0, 0.0])
     c, d = responses_with_rewards(project, version, [0.0, 5.0])
     first, second = compare(project, a, b), compare(project, c, d)
-    other = RewardModelVersion.objects.create(project=project, version=2, status=RewardModelVersion.Status.READY)
+    other = RewardModelVersionFactory(project=project, version=2, status=RewardModelVersion.Status.READY)
     ResponseReward.objects.bulk_create(
-        ResponseReward(version=other, response=r, reward=x) for r, x in [(a, 0.0), (b, 5.0), (c, 0.0), (d, 0.0)]
+        ResponseRewardFactory.build(version=other, response=r, reward=x)
+        for r, x in [(a, 0.0), (b, 5.0), (c, 0.0), (d, 0.0)]
     )
 
     refresh_pairs(project=project, version=other, seed=0)
@@ -293,10 +299,10 @@ def test_it_ranks_by_the_version_it_is_given(project, version):
 
 
 @pytest.mark.django_db
-def test_it_creates_the_best_new_pairs_up_to_the_budget_never_duplicating_one(project, version):
-    project.acquisition = "uncertainty"
-    project.pair_budget = 2
-    project.save()
+def test_it_creates_the_best_new_pairs_up_to_the_budget_never_duplicating_one(project, loop_settings, version):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.pair_budget = 2
+    loop_settings.save()
     r0, r1, r2, r3 = responses_with_rewards(project, version, [0.0, 0.05, 1.0, 1.2])
     # Existing comparisons, stored "backwards" and in every status, must not come back.
     existing = [
@@ -320,8 +326,8 @@ def test_it_creates_the_best_new_pairs_up_to_the_budget_never_duplicating_one(pr
     assert all(c.status == Comparison.Status.OPEN and c.selected_by == "uncertainty" for c in new)
     assert not Comparison.objects.filter(response_a__in=[r0, r3], response_b__in=[r0, r3]).exists()
 
-    project.pair_budget = 100
-    project.save()
+    loop_settings.pair_budget = 100
+    loop_settings.save()
     assert refresh_pairs(project=project, seed=1).comparisons_created == 1  # only (r0, r3) is left
     assert refresh_pairs(project=project, seed=2).comparisons_created == 0
     pairs = [frozenset(p) for p in Comparison.objects.values_list("response_a_id", "response_b_id")]
@@ -329,10 +335,10 @@ def test_it_creates_the_best_new_pairs_up_to_the_budget_never_duplicating_one(pr
 
 
 @pytest.mark.django_db
-def test_it_puts_new_pairs_in_the_queue_by_the_same_ranking(project, version, alice):
-    project.acquisition = "uncertainty"
-    project.pair_budget = 1
-    project.save()
+def test_it_puts_new_pairs_in_the_queue_by_the_same_ranking(project, loop_settings, version, alice):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.pair_budget = 1
+    loop_settings.save()
     far = compare(project, *responses_with_rewards(project, version, [0.0, 3.0]))
     a, b = responses_with_rewards(project, version, [0.0, 0.01])
 
@@ -344,10 +350,10 @@ def test_it_puts_new_pairs_in_the_queue_by_the_same_ranking(project, version, al
 
 
 @pytest.mark.django_db
-def test_it_randomises_which_response_of_a_new_pair_is_a(project, version):
-    project.acquisition = "uncertainty"
-    project.pair_budget = 100
-    project.save()
+def test_it_randomises_which_response_of_a_new_pair_is_a(project, loop_settings, version):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.pair_budget = 100
+    loop_settings.save()
     for _ in range(40):
         responses_with_rewards(project, version, [0.0, 1.0])
 
@@ -357,9 +363,9 @@ def test_it_randomises_which_response_of_a_new_pair_is_a(project, version):
 
 
 @pytest.mark.django_db
-def test_it_retires_complete_comparisons_and_leaves_judged_open_ones_alone(project, version):
-    project.acquisition = "uncertainty"
-    project.save()
+def test_it_retires_complete_comparisons_and_leaves_judged_open_ones_alone(project, loop_settings, version):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.save()
     complete = compare(
         project, *responses_with_rewards(project, version, [0.0, 1.0]), status="complete", judgments_count=2
     )
@@ -378,11 +384,11 @@ def test_it_retires_complete_comparisons_and_leaves_judged_open_ones_alone(proje
 
 
 @pytest.mark.django_db
-def test_it_marks_exploration_picks_and_respects_the_share(project, version):
-    project.acquisition = "uncertainty"
-    project.exploration_share = 0.25
-    project.pair_budget = 50
-    project.save()
+def test_it_marks_exploration_picks_and_respects_the_share(project, loop_settings, version):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.exploration_share = 0.25
+    loop_settings.pair_budget = 50
+    loop_settings.save()
     rng = np.random.default_rng(8)
     for _ in range(100):
         responses = responses_with_rewards(project, version, rng.normal(size=4).tolist())
@@ -402,17 +408,17 @@ def test_it_marks_exploration_picks_and_respects_the_share(project, version):
     # The binomial standard deviation of the share over 550 slots is 0.018.
     assert explored / 550 == pytest.approx(0.25, abs=0.06)
 
-    project.exploration_share = 0.0
-    project.save()
+    loop_settings.exploration_share = 0.0
+    loop_settings.save()
     assert refresh_pairs(project=project, seed=9).exploration_picks == 0
     assert not Comparison.objects.filter(selected_by="exploration").exists()
 
 
 @pytest.mark.django_db
-def test_it_gives_the_same_queue_for_the_same_seed(project, version):
-    project.acquisition = "uncertainty"
-    project.exploration_share = 0.5
-    project.save()
+def test_it_gives_the_same_queue_for_the_same_seed(project, loop_settings, version):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.exploration_share = 0.5
+    loop_settings.save()
     rng = np.random.default_rng(10)
     for _ in range(30):
         compare(project, *responses_with_rewards(project, version, rng.normal(size=2).tolist()))
@@ -426,10 +432,10 @@ def test_it_gives_the_same_queue_for_the_same_seed(project, version):
 
 
 @pytest.mark.django_db
-def test_it_runs_the_same_number_of_queries_whatever_the_size(project, version):
-    project.acquisition = "ensemble"
-    project.pair_budget = 1
-    project.save()
+def test_it_runs_the_same_number_of_queries_whatever_the_size(project, loop_settings, version):
+    loop_settings.acquisition = "ensemble"
+    loop_settings.pair_budget = 1
+    loop_settings.save()
 
     def queries_for(prompts):
         for _ in range(prompts):
@@ -444,17 +450,17 @@ def test_it_runs_the_same_number_of_queries_whatever_the_size(project, version):
 
 @pytest.mark.django_db
 def test_it_rejects_a_version_of_another_project(project):
-    other = RewardModelVersion.objects.create(project=ProjectFactory(), version=1)
+    other = RewardModelVersionFactory(project=ProjectFactory(), version=1)
     with pytest.raises(ValueError, match="another project"):
         refresh_pairs(project=project, version=other)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failed_insert_leaves_the_old_queue(project, monkeypatch):
-    project.acquisition = "uncertainty"
-    project.pair_budget = 5
-    project.save()
-    version = RewardModelVersion.objects.create(project=project, version=1, status="active")
+def test_a_failed_insert_leaves_the_old_queue(project, loop_settings, monkeypatch):
+    loop_settings.acquisition = "uncertainty"
+    loop_settings.pair_budget = 5
+    loop_settings.save()
+    version = RewardModelVersionFactory(project=project, version=1, status="active")
     for gap in (0.1, 1.0, 2.0):
         compare(project, *responses_with_rewards(project, version, [0.0, gap]), priority=gap)
     responses_with_rewards(project, version, [0.0, 0.5])  # an unlabelled pair
@@ -475,10 +481,8 @@ def test_a_failed_insert_leaves_the_old_queue(project, monkeypatch):
 def four_open_comparisons(project):
     """An active version and four open comparisons that uncertainty ranks in this order (nearest tie first),
     each with its reward gap as its old priority."""
-    project.acquisition = "uncertainty"
-    project.exploration_share = 0.0
-    project.save()
-    version = RewardModelVersion.objects.create(project=project, version=1, status="active")
+    LoopSettingsFactory(project=project, acquisition="uncertainty", exploration_share=0.0)
+    version = RewardModelVersionFactory(project=project, version=1, status="active")
     return version, [
         compare(project, *responses_with_rewards(project, version, [0.0, gap]), priority=gap)
         for gap in (0.1, 1.0, 2.0, 3.0)

@@ -10,16 +10,14 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardmodel import serving
+from rewardmodel.activation import activate
 from rewardmodel.api import MAX_RESPONSES
-from rewardmodel.core.checkpoint import save_checkpoint
-from rewardmodel.core.config import TrainConfig
 from rewardmodel.models import ProjectLoop, RewardModelVersion
-from tests.factories import ComparisonFactory, ProjectFactory, UserFactory
-from tests.rewardmodel.core.conftest import build_tiny_backbone
-from tests.rewardmodel.test_status import make_version
+from tests.factories import ComparisonFactory, ProjectFactory
+from tests.rewardmodel.conftest import make_checkpoint
+from tests.rewardmodel.factories import LoopSettingsFactory, ProjectLoopFactory, RewardModelVersionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -47,11 +45,6 @@ def api():
     return APIClient()
 
 
-@pytest.fixture
-def carol(db):
-    return UserFactory(username="carol")
-
-
 def url(name, project):
     return reverse(f"rewardmodel_api:{name}", args=[project.pk])
 
@@ -70,9 +63,11 @@ def empty_caches():
 
 
 def test_it_lists_versions_with_metrics_newest_first(api, alice, project):
-    make_version(project, 1, "active", accuracy=0.61, n=300)
-    make_version(project, 2, "failed", error=TECHNICAL_ERROR)
-    make_version(project, 3, "training", progress_step=7, progress_total=40, progress_loss=0.68)
+    RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.61, n=300)
+    RewardModelVersionFactory(project=project, version=2, status="failed", error=TECHNICAL_ERROR)
+    RewardModelVersionFactory(
+        project=project, version=3, status="training", progress_step=7, progress_total=40, progress_loss=0.68
+    )
     api.force_authenticate(alice)
 
     response = api.get(url("versions", project))
@@ -91,13 +86,13 @@ def test_it_lists_versions_with_metrics_newest_first(api, alice, project):
 
 
 def test_staff_read_the_whole_error(api, admin_user, project):
-    make_version(project, 1, "failed", error=TECHNICAL_ERROR)
+    RewardModelVersionFactory(project=project, version=1, status="failed", error=TECHNICAL_ERROR)
     api.force_authenticate(admin_user)
     assert api.get(url("versions", project)).json()["results"][0]["error"] == TECHNICAL_ERROR
 
 
 def test_it_answers_404_outside_the_project_and_401_without_credentials(api, carol, project):
-    make_version(project, 1, "active", accuracy=0.6)
+    RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.6)
     for name in ("versions", "status", "training"):
         assert api.get(url(name, project)).status_code == 401
     api.force_authenticate(carol)
@@ -109,7 +104,7 @@ def test_it_answers_404_outside_the_project_and_401_without_credentials(api, car
 def test_it_does_not_mix_up_projects(api, alice, project):
     other = ProjectFactory(slug="other")
     other.raters.add(alice)
-    make_version(other, 1, "active", accuracy=0.9)
+    RewardModelVersionFactory(project=other, version=1, status="active", accuracy=0.9)
     api.force_authenticate(alice)
     assert api.get(url("versions", project)).json()["count"] == 0
 
@@ -118,10 +113,12 @@ def test_it_does_not_mix_up_projects(api, alice, project):
 
 
 def test_the_status_endpoint_mirrors_the_page(api, admin_user, project):
-    make_version(project, 1, "ready", accuracy=0.58)
-    make_version(project, 2, "active", accuracy=0.64)
-    make_version(project, 3, "training", progress_step=30, progress_total=120, progress_loss=0.61)
-    ProjectLoop.objects.create(project=project, retrain_pending=True, pending_reason="threshold", enqueue_error="boom")
+    RewardModelVersionFactory(project=project, version=1, status="ready", accuracy=0.58)
+    RewardModelVersionFactory(project=project, version=2, status="active", accuracy=0.64)
+    RewardModelVersionFactory(
+        project=project, version=3, status="training", progress_step=30, progress_total=120, progress_loss=0.61
+    )
+    ProjectLoopFactory(project=project, retrain_pending=True, pending_reason="threshold", enqueue_error="boom")
     ComparisonFactory(prompt__project=project, priority=0.7, selected_by="uncertainty")
     api.force_authenticate(admin_user)
 
@@ -145,20 +142,31 @@ def test_the_status_endpoint_mirrors_the_page(api, admin_user, project):
     assert [v["version"] for v in body["versions"]] == [3, 2, 1]
     assert body["queue"]["retrain_pending"] is True and body["queue"]["waiting_for_broker"] is True
     assert body["queue"]["enqueue_error"] == "boom"
-    assert body["queue"]["retrain_every"] == project.retrain_every
+    assert body["queue"]["retrain_every"] == 50  # no settings row: the defaults
     assert {t["task"] for t in body["schedule"]} == {
         "rewardmodel.tasks.reconcile",
         "rewardmodel.tasks.retrain_projects_with_new_judgments",
     }
     assert all(t["next_run_at"] for t in body["schedule"])
     acquisition = body["acquisition"]
-    assert acquisition["strategy"] == project.acquisition and acquisition["open_comparisons"] == 1
+    assert acquisition["strategy"] == "uncertainty" and acquisition["open_comparisons"] == 1
     assert acquisition["top"][0]["selected_by"] == "uncertainty" and acquisition["top"][0]["priority"] == 0.7
 
 
+def test_the_status_endpoint_reports_the_projects_loop_settings(api, alice, project):
+    LoopSettingsFactory(project=project, retrain_every=12, acquisition="ensemble", exploration_share=0.2)
+    api.force_authenticate(alice)
+
+    body = api.get(url("status", project)).json()
+
+    assert body["queue"]["retrain_every"] == 12 and body["queue"]["judgments_to_next_retrain"] == 12
+    assert body["acquisition"]["strategy"] == "ensemble" and body["acquisition"]["exploration_share"] == 0.2
+    assert body["acquisition"]["strategy_label"].startswith("Ensemble disagreement")
+
+
 def test_the_status_endpoint_gives_raters_the_read_only_view(api, alice, project):
-    make_version(project, 1, "failed", error=TECHNICAL_ERROR)
-    ProjectLoop.objects.create(project=project, retrain_pending=True, enqueue_error="OperationalError: 10.0.0.7")
+    RewardModelVersionFactory(project=project, version=1, status="failed", error=TECHNICAL_ERROR)
+    ProjectLoopFactory(project=project, retrain_pending=True, enqueue_error="OperationalError: 10.0.0.7")
     ComparisonFactory(prompt__project=project, priority=0.7, selected_by="uncertainty")
     api.force_authenticate(alice)
 
@@ -174,8 +182,8 @@ def test_the_status_endpoint_gives_raters_the_read_only_view(api, alice, project
 
 
 def test_the_training_endpoint_follows_the_progress(api, admin_user, project):
-    make_version(project, 1, "active", accuracy=0.6)
-    ProjectLoop.objects.create(project=project, retrain_pending=True, pending_reason="manual")
+    RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.6)
+    ProjectLoopFactory(project=project, retrain_pending=True, pending_reason="manual")
     api.force_authenticate(admin_user)
 
     waiting = api.get(url("training", project)).json()
@@ -183,7 +191,7 @@ def test_the_training_endpoint_follows_the_progress(api, admin_user, project):
 
     # A worker picks it up: the pipeline creates the version and reports steps.
     ProjectLoop.objects.filter(project=project).update(retrain_pending=False)
-    version = make_version(project, 2, "queued", started_at=None)
+    version = RewardModelVersionFactory(project=project, version=2, status="queued", started_at=None)
     queued = api.get(url("training", project)).json()
     assert queued["training"]["version"]["status"] == "queued" and queued["training"]["percent"] is None
 
@@ -208,7 +216,7 @@ def test_the_training_endpoint_follows_the_progress(api, admin_user, project):
 
 def test_polling_takes_few_queries(api, admin_user, project, django_assert_max_num_queries):
     for number in range(1, 30):
-        make_version(project, number, "ready", accuracy=0.6)
+        RewardModelVersionFactory(project=project, version=number, status="ready", accuracy=0.6)
     api.force_authenticate(admin_user)
     # project lookup, newest version, loop row
     with django_assert_max_num_queries(3):
@@ -218,23 +226,14 @@ def test_polling_takes_few_queries(api, admin_user, project, django_assert_max_n
 # -- scoring -------------------------------------------------------------------------
 
 
-def make_checkpoint(root: Path, project, number: int, *, seed: int) -> Path:
-    """A tiny BERT reward model, saved by core.save_checkpoint exactly as the pipeline saves one."""
-    backbone = build_tiny_backbone(root / f"backbone-{seed}", seed=seed)
-    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
-    config = TrainConfig(backbone=backbone, max_length=48, device="cpu", eval_batch_size=4)
-    return save_checkpoint(root / "models", project.slug, number, model, tokenizer, config, {"accuracy": 0.7}, {})
-
-
 @pytest.fixture
 def active_model(project, tmp_path):
     path = make_checkpoint(tmp_path, project, 1, seed=1)
-    return make_version(project, 1, "active", accuracy=0.7, artifact_path=str(path))
+    return RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.7, artifact_path=str(path))
 
 
 def test_scoring_without_an_active_version_is_a_conflict(api, alice, project):
-    make_version(project, 1, "ready", accuracy=0.6)
+    RewardModelVersionFactory(project=project, version=1, status="ready", accuracy=0.6)
     api.force_authenticate(alice)
     response = api.post(url("score", project), {"prompt": "Hello?", "responses": ["Hi."]}, format="json")
     assert response.status_code == 409
@@ -304,16 +303,18 @@ def test_scoring_works_with_a_token(api, project, active_model):
 
 
 def test_scoring_follows_the_activated_version(api, admin_user, project, active_model, tmp_path):
-    from rewardmodel import pipeline
-
-    second = make_version(
-        project, 2, "ready", accuracy=0.72, artifact_path=str(make_checkpoint(tmp_path, project, 2, seed=2))
+    second = RewardModelVersionFactory(
+        project=project,
+        version=2,
+        status="ready",
+        accuracy=0.72,
+        artifact_path=str(make_checkpoint(tmp_path, project, 2, seed=2)),
     )
     api.force_authenticate(admin_user)
     payload = {"prompt": "Which is better?", "responses": ["This one.", "That one."]}
     before = api.post(url("score", project), payload, format="json").json()
 
-    pipeline.activate(second)
+    activate(second)
     after = api.post(url("score", project), payload, format="json").json()
 
     assert before["version"] == 1 and after["version"] == 2

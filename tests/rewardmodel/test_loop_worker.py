@@ -24,12 +24,13 @@ from rest_framework.test import APIClient
 
 from config.broker import filesystem_transport_options
 from labeling.models import Comparison, Judgment
-from rewardmodel.models import ProjectLoop, ResponseReward, RewardModelVersion
-from rewardmodel.reconcile import reconcile
-from rewardmodel.triggers import request_retrain
+from rewardmodel.actions import request_retrain
+from rewardmodel.models import ProjectLoop, ResponseReward, RewardModelVersion, Trigger
+from rewardmodel.tasks import reconcile
 from tests.brokers import use_broker
 from tests.factories import ProjectFactory
 from tests.rewardmodel.conftest import marker_project
+from tests.rewardmodel.factories import LoopSettingsFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -141,11 +142,11 @@ def clean_redis():
     client.flushdb()
 
 
-def labeling_project(retrain_every=10):
-    project = ProjectFactory(slug=f"loop-{uuid.uuid4().hex[:6]}", overlap=2, retrain_every=retrain_every)
-    project.acquisition = "uncertainty"
-    project.exploration_share = 0.0
-    project.save()
+def labeling_project(retrain_every=10, **loop):
+    project = ProjectFactory(slug=f"loop-{uuid.uuid4().hex[:6]}", overlap=2)
+    LoopSettingsFactory(
+        project=project, retrain_every=retrain_every, acquisition="uncertainty", exploration_share=0.0, **loop
+    )
     marker_project(project, prompts=16, judge=False)
     return project
 
@@ -223,16 +224,14 @@ def test_the_loop_closes_with_the_embedded_broker(worker_env, workers, tmp_path)
 
 @needs_redis
 def test_a_worker_killed_mid_training_leaves_the_previous_version_serving(worker_env, workers, clean_redis, settings):
-    project = labeling_project(retrain_every=0)
     # This test is about recovery, not the activation policy: a tiny held-out
     # set can make v2 look worse than v1 and leave it "ready" (tested elsewhere).
-    project.activation_tolerance = 1.0
-    project.save()
+    project = labeling_project(retrain_every=0, activation_tolerance=1.0)
     env = {**worker_env, "REDIS_URL": REDIS_URL}
     with use_broker(REDIS_URL, redis_options()):
         worker = workers(env)
         judge_through_the_api(project, 12)
-        request_retrain(project_id=project.pk, reason="manual")
+        request_retrain(project_id=project.pk, reason=Trigger.MANUAL)
         wait_for(finished(project), 180, "v1", worker)
         worker.stop()
 
@@ -240,7 +239,7 @@ def test_a_worker_killed_mid_training_leaves_the_previous_version_serving(worker
         slow = {**env, "REWARD_MODEL_TRAINING": json.dumps({**settings.REWARD_MODEL_TRAINING, "epochs": 400})}
         worker = workers(slow)
         judge_through_the_api(project, 4)
-        request_retrain(project_id=project.pk, reason="manual")
+        request_retrain(project_id=project.pk, reason=Trigger.MANUAL)
         training = RewardModelVersion.objects.filter(project=project, version=2, status="training", progress_step__gt=0)
         wait_for(training.exists, 120, "v2 to be training", worker)
         worker.kill()

@@ -1,110 +1,50 @@
-"""The status page: who sees what, its buttons against a real broker, the selectors and the chart."""
+"""The status page: who sees what, its buttons against a real broker, and the selectors behind it."""
 
-import base64
-import json
 import re
 import time
-import xml.etree.ElementTree as ET
-from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
+from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
 
-from config.broker import filesystem_transport_options
-from labeling.models import Comparison, Judgment
-from rewardmodel import pipeline
-from rewardmodel.charts import accuracy_chart, render_accuracy_chart
+from labeling.models import Comparison
 from rewardmodel.models import ProjectLoop, RewardModelVersion
-from rewardmodel.status import project_status, scheduled_tasks, version_row
-from tests.brokers import use_broker
-from tests.factories import ComparisonFactory, UserFactory
+from rewardmodel.status import project_status
+from tests.factories import ComparisonFactory, JudgmentFactory
+from tests.rewardmodel.conftest import published
+from tests.rewardmodel.factories import LoopSettingsFactory, ProjectLoopFactory, RewardModelVersionFactory
 
 pytestmark = pytest.mark.django_db
-
-SVG = "{http://www.w3.org/2000/svg}"
-CLOSED_PORT = "redis://127.0.0.1:1/0"
-
-
-# -- brokers -------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker(tmp_path):
-    """The embedded filesystem broker in this test's own folder: published messages land in the returned folder."""
-    folder = tmp_path / "broker"
-    options = filesystem_transport_options(folder)
-    with use_broker("filesystem://", options):
-        yield folder / "queue"
-
-
-@pytest.fixture
-def broker_down():
-    """Redis on a port nobody listens on, with the web side's fail-fast options."""
-    with use_broker(CLOSED_PORT, settings.REDIS_BROKER_TRANSPORT_OPTIONS):
-        yield
-
-
-def published(folder) -> list[tuple[str, list, dict]]:
-    """(task name, args, kwargs) of every message the filesystem broker holds."""
-    messages = []
-    for path in sorted(folder.iterdir()):
-        message = json.loads(path.read_text())
-        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-        messages.append((message["headers"]["task"], args, kwargs))
-    return messages
-
-
-# -- data ----------------------------------------------------------------------
-
-
-def make_version(project, number, status, *, accuracy=None, n=200, **fields):
-    metrics = fields.pop("metrics", {})
-    if accuracy is not None:
-        metrics = {"accuracy": accuracy, "log_loss": 0.65, "ece": 0.04, "n": n, **metrics}
-    now = timezone.now()
-    defaults = {
-        "trigger": "threshold",
-        "judgments_count": 50 * number,
-        "device": "cpu",
-        "started_at": now - timedelta(minutes=5),
-        "finished_at": None if status in ("queued", "training") else now - timedelta(minutes=1),
-        "durations": {} if status in ("queued", "training") else {"read_data": 0.5, "train": 61.2, "evaluate": 2.0},
-    }
-    return RewardModelVersion.objects.create(
-        project=project, version=number, status=status, metrics=metrics, **{**defaults, **fields}
-    )
 
 
 @pytest.fixture
 def history(project):
     """v1 ready, v2 active (with reference labels), v3 failed with a technical error, v4 training."""
+    version = RewardModelVersionFactory
     return {
-        1: make_version(project, 1, "ready", accuracy=0.58),
-        2: make_version(project, 2, "active", accuracy=0.64, metrics={"reference_accuracy": 0.71, "reference_n": 90}),
-        3: make_version(
-            project, 3, "failed", error="RuntimeError: CUDA out of memory (in train.py:212) at /srv/models/demo/3"
+        1: version(project=project, version=1, status="ready", accuracy=0.58),
+        2: version(
+            project=project, version=2, status="active", accuracy=0.64, reference_accuracy=0.71, reference_n=90
         ),
-        4: make_version(
-            project,
-            4,
-            "training",
+        3: version(
+            project=project,
+            version=3,
+            status="failed",
+            error="RuntimeError: CUDA out of memory (in train.py:212) at /srv/models/demo/3",
+        ),
+        4: version(
+            project=project,
+            version=4,
+            status="training",
             progress_step=30,
             progress_total=120,
             progress_loss=0.6123,
             started_at=timezone.now() - timedelta(seconds=60),
         ),
     }
-
-
-@pytest.fixture
-def carol(db):
-    return UserFactory(username="carol")
 
 
 def status_url(project):
@@ -149,7 +89,7 @@ def test_it_shows_staff_the_versions_the_chart_and_the_training_in_progress(clie
 
 
 def test_it_shows_raters_a_read_only_page_with_errors_in_plain_words(client, alice, project, history):
-    ProjectLoop.objects.create(
+    ProjectLoopFactory(
         project=project,
         retrain_pending=True,
         pending_reason="threshold",
@@ -203,7 +143,7 @@ def test_it_reads_only_with_get(client, admin_user, project):
 
 
 def test_it_stops_polling_when_nothing_runs(client, admin_user, project):
-    make_version(project, 1, "active", accuracy=0.6)
+    RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.6)
     client.force_login(admin_user)
     html = client.get(status_url(project)).content.decode()
     assert 'data-busy="false"' in html
@@ -214,8 +154,17 @@ def test_it_welcomes_a_project_without_versions(client, admin_user, project):
     client.force_login(admin_user)
     html = client.get(status_url(project)).content.decode()
     assert "No active version yet." in html
-    assert "No versions yet" in html
+    assert "No versions yet" in html and "wait for 50 judgments" in html  # the default retrain_every
     assert "<svg" not in html
+
+
+def test_reading_the_page_writes_nothing(client, admin_user, project, history, django_assert_max_num_queries):
+    client.force_login(admin_user)
+    with django_assert_max_num_queries(20) as queries:
+        assert client.get(status_url(project)).status_code == 200
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE"))]
+    assert writes == [] or all("django_session" in sql for sql in writes)
+    assert not ProjectLoop.objects.exists()
 
 
 # -- the buttons -----------------------------------------------------------------
@@ -312,75 +261,69 @@ def status_queries(project, *, staff: bool) -> int:
 
 
 def test_the_status_takes_a_constant_number_of_queries(project, alice):
-    make_version(project, 1, "active", accuracy=0.6)
+    RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.6)
     ComparisonFactory(prompt__project=project)
     few_staff, few_rater = status_queries(project, staff=True), status_queries(project, staff=False)
 
-    for number in range(2, 40):
-        make_version(project, number, "ready", accuracy=0.6)
-    for _ in range(15):
-        comparison = ComparisonFactory(prompt__project=project, selected_by="uncertainty")
-        Judgment.objects.create(
-            comparison=comparison, rater=alice, project=project, outcome="a", strength=1, time_spent_ms=900, left="a"
-        )
-    ProjectLoop.objects.create(project=project, retrain_pending=True)
+    RewardModelVersionFactory.create_batch(38, project=project, status="ready", accuracy=0.6)
+    JudgmentFactory.create_batch(15, comparison__prompt__project=project, comparison__selected_by="uncertainty")
+    ProjectLoopFactory(project=project, retrain_pending=True)
 
     assert status_queries(project, staff=True) == few_staff == 7
     assert status_queries(project, staff=False) == few_rater == 5
 
 
-def test_the_status_counts_judgments_since_the_last_version_and_the_queue(project, alice):
-    make_version(project, 1, "active", accuracy=0.6, judgments_count=1)
+def test_the_status_counts_judgments_since_the_last_version_and_the_queue(project, loop_settings, alice):
+    loop_settings.retrain_every = 10
+    loop_settings.save()
+    RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.6, judgments_count=1)
     for priority, reason in [(0.2, "uncertainty"), (0.9, "exploration"), (0.5, "uncertainty")]:
-        comparison = ComparisonFactory(prompt__project=project, priority=priority, selected_by=reason)
-        Judgment.objects.create(
-            comparison=comparison, rater=alice, project=project, outcome="b", strength=2, time_spent_ms=900, left="a"
-        )
+        JudgmentFactory(comparison__prompt__project=project, comparison__priority=priority,
+                        comparison__selected_by=reason, rater=alice)
     ComparisonFactory(prompt__project=project, priority=5.0, status=Comparison.Status.RETIRED)
 
     status = project_status(project=project, staff=True)
 
     assert status.queue.judgments_since_last_version == 2
-    assert status.queue.judgments_to_next_retrain == project.retrain_every - 2
+    assert status.queue.retrain_every == 10 and status.queue.judgments_to_next_retrain == 8
     assert status.acquisition.open_comparisons == 3
     assert status.acquisition.open_by_selected_by == {"uncertainty": 2, "exploration": 1}
     assert [item.priority for item in status.acquisition.top] == [0.9, 0.5, 0.2]
     assert status.active.version == 1 and status.training is None and not status.busy
 
 
-def test_new_judgments_are_counted_above_the_last_one_the_version_read(project, alice):
-    def judge():
-        return Judgment.objects.create(
-            comparison=ComparisonFactory(prompt__project=project),
-            rater=alice,
-            project=project,
-            outcome="a",
-            strength=1,
-            time_spent_ms=500,
-            left="a",
-        )
-
-    old = [judge() for _ in range(3)]
-    version = make_version(project, 1, "active", accuracy=0.6, judgments_count=3)
-    RewardModelVersion.objects.filter(pk=version.pk).update(
-        data_snapshot={"judgments": 3, "last_judgment_id": old[-1].pk}
+def test_the_status_shows_the_projects_loop_settings_or_the_defaults(project):
+    default = project_status(project=project, staff=True)
+    assert (default.queue.retrain_every, default.acquisition.strategy, default.acquisition.pair_budget) == (
+        50,
+        "uncertainty",
+        200,
     )
-    judge(), judge()
-    old[0].delete()  # deleting what the version read is not a new judgment
 
-    with CaptureQueriesContext(connection) as queries:
-        assert pipeline.new_judgments_since_last_version(project) == 2
-    count = next(q["sql"] for q in queries.captured_queries if "COUNT(*)" in q["sql"].upper())
-    assert f'"id" > {old[-1].pk}' in count  # a range above the last id read, not every judgment
+    LoopSettingsFactory(project=project, acquisition="ensemble", exploration_share=0.25, pair_budget=7)
+    acquisition = project_status(project=project, staff=False).acquisition
+    assert (acquisition.strategy, acquisition.exploration_share, acquisition.pair_budget) == ("ensemble", 0.25, 7)
+    assert acquisition.strategy_label.startswith("Ensemble disagreement")
 
-    RewardModelVersion.objects.create(project=project, version=2, status="queued")  # has read nothing yet
-    assert pipeline.new_judgments_since_last_version(project) == 4
+
+def test_imported_comparisons_count_as_import_order_in_the_queue(project):
+    ComparisonFactory(prompt__project=project, selected_by="import")
+    ComparisonFactory(prompt__project=project, selected_by="")  # imported before selected_by was kept
+
+    assert project_status(project=project, staff=True).acquisition.open_by_selected_by == {"import": 2}
 
 
 def test_the_training_estimates_the_time_left(project):
     now = timezone.now()
-    make_version(project, 1, "training", progress_step=25, progress_total=100, started_at=now - timedelta(seconds=50))
-    ProjectLoop.objects.create(project=project, lock_owner="task-1", lock_expires_at=now + timedelta(minutes=4))
+    RewardModelVersionFactory(
+        project=project,
+        version=1,
+        status="training",
+        progress_step=25,
+        progress_total=100,
+        started_at=now - timedelta(seconds=50),
+    )
+    ProjectLoopFactory(project=project, lock_owner="task-1", lock_expires_at=now + timedelta(minutes=4))
 
     training = project_status(project=project, staff=True, now=now).training
 
@@ -392,128 +335,8 @@ def test_the_training_estimates_the_time_left(project):
 
 def test_a_training_whose_lease_ran_out_is_shown_stalled_to_staff(project):
     now = timezone.now()
-    make_version(project, 1, "training", progress_step=5, progress_total=100)
-    ProjectLoop.objects.create(project=project, lock_owner="task-1", lock_expires_at=now - timedelta(minutes=1))
+    RewardModelVersionFactory(project=project, version=1, status="training", progress_step=5, progress_total=100)
+    ProjectLoopFactory(project=project, lock_owner="task-1", lock_expires_at=now - timedelta(minutes=1))
 
     assert project_status(project=project, staff=True, now=now).training.stalled
     assert not project_status(project=project, staff=False, now=now).training.stalled
-
-
-def test_the_schedule_shows_the_loops_periodic_tasks_with_their_next_run():
-    now = datetime(2026, 11, 23, 17, 0, 30, tzinfo=UTC)
-    PeriodicTask.objects.filter(task="rewardmodel.tasks.reconcile").update(last_run_at=now - timedelta(seconds=20))
-
-    tasks = {t.task: t for t in scheduled_tasks(now=now)}
-
-    reconcile = tasks["rewardmodel.tasks.reconcile"]
-    assert reconcile.schedule == "every minute" and reconcile.enabled and not reconcile.overdue
-    assert reconcile.next_run_at == now + timedelta(seconds=40)
-    nightly = tasks["rewardmodel.tasks.retrain_projects_with_new_judgments"]
-    assert nightly.schedule.startswith("30 2 * * *")
-    assert nightly.next_run_at == datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
-
-
-def test_the_schedule_warns_when_beat_seems_not_to_run():
-    now = timezone.now()
-    PeriodicTask.objects.filter(task="rewardmodel.tasks.reconcile").update(last_run_at=now - timedelta(minutes=30))
-    PeriodicTask.objects.filter(task="rewardmodel.tasks.retrain_projects_with_new_judgments").update(enabled=False)
-
-    tasks = {t.task: t for t in scheduled_tasks(now=now)}
-
-    assert tasks["rewardmodel.tasks.reconcile"].overdue
-    assert tasks["rewardmodel.tasks.retrain_projects_with_new_judgments"].next_run_at is None
-
-
-# -- the chart ---------------------------------------------------------------------
-
-
-def row(version, accuracy, *, status="ready", n=400, reference=None):
-    metrics = {"accuracy": accuracy, "n": n}
-    if reference is not None:
-        metrics["reference_accuracy"] = reference
-    return version_row(
-        RewardModelVersion(version=version, status=status, metrics=metrics, created_at=timezone.now()), staff=True
-    )
-
-
-def test_the_chart_scales_versions_along_x_and_accuracy_along_y():
-    chart = accuracy_chart([row(3, 0.8, status="active"), row(1, 0.6), row(2, 0.7)], width=640, height=260)
-
-    xs = [p.x for p in chart.points]
-    ys = [p.y for p in chart.points]
-    assert [p.version for p in chart.points] == [1, 2, 3]
-    # Evenly spaced versions, inside the plot area; higher accuracy is higher up (smaller y).
-    assert chart.left < xs[0] < xs[1] < xs[2] < chart.right
-    assert xs[1] - xs[0] == pytest.approx(xs[2] - xs[1])
-    assert chart.bottom > ys[0] > ys[1] > ys[2] > chart.top
-    assert ys[0] - ys[1] == pytest.approx(ys[1] - ys[2], abs=0.02)
-    # The y axis covers chance (50%) and the points' 95% intervals, with round ticks.
-    labels = [t.label for t in chart.y_ticks]
-    assert labels[0] == "50%" and labels[-1] in ("90%", "100%")
-    assert chart.chance_y == pytest.approx(chart.bottom)
-    assert all(p.y_high < p.y < p.y_low for p in chart.points)
-    # The active version is the one highlighted.
-    assert [p.active for p in chart.points] == [False, False, True]
-    assert [t.label for t in chart.x_ticks] == ["v1", "v2", "v3"]
-
-
-def test_the_chart_puts_a_single_version_in_the_middle():
-    chart = accuracy_chart([row(1, 0.62)])
-    assert chart.points[0].x == pytest.approx(chart.middle_x)
-
-
-def test_the_chart_thins_out_version_ticks():
-    chart = accuracy_chart([row(n, 0.6 + n / 1000) for n in range(1, 61)])
-    assert len(chart.points) == 60
-    assert len(chart.x_ticks) <= 13 and chart.x_ticks[-1].label == "v60"
-
-
-def test_the_chart_renders_well_formed_accessible_svg():
-    rows = [row(1, 0.55), row(2, 0.61, reference=0.7), row(4, 0.66, status="active")]
-    rows.append(version_row(RewardModelVersion(version=3, status="failed", created_at=timezone.now()), staff=True))
-
-    svg = ET.fromstring(render_accuracy_chart(accuracy_chart(rows)))
-
-    assert svg.tag == f"{SVG}svg" and svg.get("role") == "img"
-    assert svg.find(f"{SVG}title").text == "Held-out accuracy by reward-model version"
-    description = svg.find(f"{SVG}desc").text
-    assert "3 evaluated versions" in description and "Active: v4 at 66.0%" in description
-    points = svg.findall(f".//{SVG}g[@data-version]")
-    assert [p.get("data-version") for p in points] == ["1", "2", "4"]  # the failed v3 has no point
-    assert [p.find(f"{SVG}title").text for p in points][2].endswith("— active")
-    assert len(svg.findall(f".//{SVG}polyline")) == 2  # accuracy, reference labels
-
-
-def test_a_project_with_only_reference_labels_gets_the_reference_line():
-    # Bootstrapped from an imported dataset: no rater held-out accuracy yet, only agreement with the labels.
-    rows = [
-        version_row(
-            RewardModelVersion(
-                version=n,
-                status=status,
-                metrics={"reference_accuracy": acc, "reference_n": 333},
-                created_at=timezone.now(),
-            ),
-            staff=True,
-        )
-        for n, status, acc in ((1, "ready", 0.58), (2, "active", 0.60))
-    ]
-
-    chart = accuracy_chart(rows)
-    svg = ET.fromstring(render_accuracy_chart(chart))
-
-    assert not chart.empty and chart.points == []
-    assert [(p.version, p.active) for p in chart.reference_points] == [(1, False), (2, True)]
-    assert chart.reference_points[1].y < chart.reference_points[0].y  # 60% above 58%
-    assert "No version has a held-out accuracy" in chart.description and "Active: v2 at 60.0%" in chart.description
-    assert len(svg.findall(f".//{SVG}polyline")) == 1  # the reference line alone
-    titles = [c.find(f"{SVG}title").text for c in svg.findall(f".//{SVG}circle")]
-    assert titles[1] == "v2: 60.0% agreement with the imported reference labels — active"
-
-
-def test_the_chart_without_versions_says_so():
-    empty = accuracy_chart([])
-    assert empty.empty
-    assert "No versions yet" in render_accuracy_chart(empty)
-    unevaluated = accuracy_chart([SimpleNamespace(version=1, status="failed", accuracy=None, n=None)])
-    assert "No evaluated versions yet" in render_accuracy_chart(unevaluated)

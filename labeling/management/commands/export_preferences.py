@@ -8,7 +8,9 @@ class Command(BaseCommand):
     help = (
         "Export a project's preferences as JSONL: trl (one line per comparison with a decisive majority, "
         "TRL's conversational preference format) or raw (one line per judgment, raters pseudonymised). "
-        "Counts, including comparisons left out and why, go to standard error."
+        "trl majorities and margins use the project's judgment weighting (equal, reliability or exclude_flagged); "
+        "excluded raters' judgments leave both formats. Counts, including comparisons left out and why, and the "
+        "weighting when it is not equal weights with nobody excluded, go to standard error."
     )
 
     def add_arguments(self, parser):

@@ -24,6 +24,12 @@ class Command(BaseCommand):
             type=int,
             help="Cap on comparisons per line in the responses format (default: LABELING_MAX_PAIRS_PER_PROMPT).",
         )
+        parser.add_argument(
+            "--gold-from-labels",
+            action="store_true",
+            help="Make the file's reference labels (hh labels, pairs labels a/b) gold answers, for new and "
+            "already stored comparisons alike. Tie labels are no known answer: those stay ordinary comparisons.",
+        )
 
     def handle(self, *args, **options):
         path = options["file"]
@@ -52,4 +58,5 @@ class Command(BaseCommand):
             format=options["format"],
             project_name=options["name"],
             max_pairs_per_prompt=options["max_pairs_per_prompt"],
+            gold_from_labels=options["gold_from_labels"],
         )

@@ -123,9 +123,51 @@ if __name__ == "__main__":  # python -m tests.labeling.quality.simulation: the f
         "everyone at 50 judgments": {"careful_judgments": 50},
         "careful at 65%": {"careful_accuracy": 0.65},
         "random clicks a/b only": {"random_outcomes": (0.5, 0.5, 0.0, 0.0)},
+        "careful at 65%, everyone at 50": {"careful_accuracy": 0.65, "careful_judgments": 50},
+        "bad raters at 30 judgments": {"bad_judgments": 30},
+        "bad raters at 75 judgments": {"bad_judgments": 75},
         "overlap 2": {"overlap": 2},
     }
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     for title, scenario in scenarios.items():
         rates = flag_rates(seeds=range(n), **scenario)
         print(title, json.dumps({k: {n: round(v, 3) for n, v in sorted(r.items())} for k, r in rates.items()}))
+
+
+def large_frame(*, judgments: int, raters: int = 300, seed: int = 0):
+    """A big synthetic project as a DataFrame (vectorised): overlap 3, 5% gold, 5% repeats, two criteria.
+
+    For timing the report; behaviour is careful raters only (the cost does not depend on it)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n_first = int(judgments / 1.05)
+    n_comparisons = n_first // 3
+    comparison = np.repeat(np.arange(n_comparisons), 3)
+    n_first = len(comparison)
+    # three distinct raters per comparison: a random start and two random non-zero offsets
+    start = rng.integers(0, raters, n_comparisons)
+    offsets = np.stack([np.zeros(n_comparisons, int), rng.integers(1, raters // 2, n_comparisons)], axis=1)
+    offsets = np.concatenate([offsets, offsets[:, 1:] + rng.integers(1, raters // 2, (n_comparisons, 1))], axis=1)
+    rater = ((start[:, None] + offsets) % raters).ravel()
+    truth = rng.choice(4, n_comparisons, p=TRUTH_SHARES)
+    outcome = np.where(rng.random(n_first) < 0.75, truth[comparison], rng.integers(0, 4, n_first))
+    n_repeat = judgments - n_first
+    original = rng.choice(n_first, n_repeat, replace=False)
+    left = rng.integers(0, 2, n_first)
+    ids = np.arange(1, judgments + 1)
+    frame = pd.DataFrame(
+        {
+            "id": ids,
+            "rater": np.char.add("rater-", np.concatenate([rater, rater[original]]).astype(str)),
+            "comparison": np.concatenate([comparison, comparison[original]]),
+            "outcome": np.array(OUTCOMES)[np.concatenate([outcome, truth[comparison[original]]])],
+            "left": np.array(["a", "b"])[np.concatenate([left, 1 - left[original]])],
+            "time_ms": rng.lognormal(np.log(20000), 0.6, judgments).astype(int),
+            "is_repeat_of": np.concatenate([np.full(n_first, np.nan), ids[original]]),
+        }
+    )
+    criterion = np.array(["a", "b", "tie"])[np.minimum(frame["outcome"].map(OUTCOMES.index).to_numpy(), 2)]
+    frame["criteria"] = [{"helpfulness": c, "honesty": c} for c in criterion]
+    gold = {int(c): OUTCOMES[truth[c]] for c in np.flatnonzero((rng.random(n_comparisons) < 0.05) & (truth <= 1))}
+    return frame, gold
