@@ -214,6 +214,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for a set of choices that several fields share (a version's trigger, a pending retrain's reason).
+    "ENUM_NAME_OVERRIDES": {"TriggerEnum": "rewardmodel.models.Trigger"},
 }
 
 # Content Security Policy: model output is untrusted text. Even if something
@@ -294,6 +296,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "rewardmodel.tasks.retrain": {"queue": "gpu"},
     "rewardmodel.tasks.refresh": {"queue": "gpu"},
+    # Rater quality: row reads and numpy work, no model.
+    "labeling.tasks.compute_quality": {"queue": "default"},
+    "labeling.tasks.compute_quality_for_active_projects": {"queue": "default"},
 }
 CELERY_TASK_SOFT_TIME_LIMIT = REWARD_MODEL_MAX_TRAINING_SECONDS
 CELERY_TASK_TIME_LIMIT = REWARD_MODEL_MAX_TRAINING_SECONDS + 600

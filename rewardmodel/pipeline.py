@@ -10,9 +10,9 @@ It publishes nothing: when a retrain was asked for while it ran, its outcome
 says so (`pending_again`) and the caller hands that one to the broker.
 
 State lives in the database (RewardModelVersion, ProjectLoop), so any worker on
-any machine can pick up where another left off. This is the one module of the
-Django side that imports torch (through rewardmodel.core): workers and
-management commands import it, web processes never do.
+any machine can pick up where another left off. It imports torch (through
+rewardmodel.core) at the top: workers and management commands import it, web
+processes never do (tasks.py loads it only when a retrain runs).
 
 Failure policy: any exception in a step marks the version failed with the
 error in plain words; the previously active version keeps serving, and raters

@@ -173,7 +173,9 @@ class JudgmentListView(generics.ListAPIView):
             400: FIELD_ERRORS,
             404: NOT_FOUND,
             409: OpenApiResponse(
-                ErrorSerializer, description="You hold no live lease and the comparison needs no more judgments."
+                ErrorSerializer,
+                description="You were not assigned this comparison, or your lease ran out (beyond the project's "
+                "grace period) and it went to someone else.",
             ),
         },
         summary="Record your judgment of a comparison",

@@ -207,6 +207,8 @@ def build_report(
 ) -> QualityReport:
     """Per-rater quality with flags and project-level agreement (see the module docstring)."""
     frame = judgment_frame(records)
+    if frame.empty:
+        return QualityReport(raters=[], project=ProjectQuality(0, 0, 0, None, {}, None, []))
     raters = pd.Index(sorted(frame["rater"].unique()))
     r = raters.get_indexer(frame["rater"])
     first = frame["is_repeat_of"].isna().to_numpy()
@@ -237,7 +239,10 @@ def build_report(
 def judgment_frame(records: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
     """Records as a validated frame: outcome and left as codes (a=0, b=1, tie=2, both_bad=3)."""
     frame = records.copy() if isinstance(records, pd.DataFrame) else pd.DataFrame.from_records(list(records))
-    missing = {"id", "rater", "comparison", "outcome", "left", "time_ms"} - set(frame.columns)
+    required = ["id", "rater", "comparison", "outcome", "left", "time_ms"]
+    if frame.empty and frame.columns.empty:
+        frame = pd.DataFrame(columns=required)
+    missing = set(required) - set(frame.columns)
     if missing:
         raise ValueError(f"Judgment records lack {', '.join(sorted(missing))}.")
     if "is_repeat_of" not in frame:
@@ -361,7 +366,7 @@ def _reliability(r: np.ndarray, c: np.ndarray, labels: np.ndarray, n_raters: int
     answers, _ = pd.factorize(labels[order])
     data = pd.DataFrame({"task": c[order], "worker": workers, "label": answers})
     with warnings.catch_warnings():  # crowd-kit 1.4.2 calls set_index(inplace=True), which pandas 3.1 deprecates
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         model = MACE(n_restarts=1, n_iter=MACE_ITERATIONS, random_state=0).fit(data)
     reliability[raters] = model.spamming_[:, 1]
     return reliability
@@ -369,10 +374,11 @@ def _reliability(r: np.ndarray, c: np.ndarray, labels: np.ndarray, n_raters: int
 
 def _rater_quality(name: str, i: int, cols: dict[str, np.ndarray]) -> RaterQuality:
     def share(k: str, n: str, **test) -> Interval | None:
-        interval = wilson(int(cols[k][i]), int(cols[n][i]))
+        successes, trials = int(cols[k][i]), int(cols[n][i])
+        interval = wilson(successes, trials)
         if interval is None or not test:
             return interval
-        p_value = binomial_p(interval.n * interval.value, interval.n, **test)
+        p_value = binomial_p(successes, trials, **test)
         return Interval(interval.value, interval.low, interval.high, interval.n, p_value)
 
     chance = float(cols["chance_match"][i]) if cols["reference_n"][i] else None
@@ -415,9 +421,10 @@ def _with_flags(qualities: list[RaterQuality], settings: QualitySettings) -> lis
             flags[q.rater].append(
                 Flag(
                     "chance",
-                    f"Answers are not above chance: they match the reference in {_count(m)} checks, {_share(m)} "
-                    f"({m.n - q.gold_checks} majorities of other raters, {q.gold_checks} gold answers{_gold(q)}), "
-                    f"against {q.chance_match:.0%} expected by chance ({_p(m.p_value, q_value, len(family))}).",
+                    f"Answers are not above chance: they match the reference in {_count(m)} checks "
+                    f"({m.n - q.gold_checks} majorities of other raters, {q.gold_checks} gold answers), {_share(m)}, "
+                    f"against {q.chance_match:.0%} expected by chance ({_p(m.p_value, q_value, len(family))})."
+                    + _gold(q),
                 )
             )
     family, qs = tested("position_bias", MIN_N)
@@ -477,12 +484,12 @@ def _count(m: Interval) -> str:
 
 
 def _share(m: Interval) -> str:
-    return f"{m.value:.0%} (95% CI {m.low:.0%}–{m.high:.0%})"
+    return f"{m.value:.0%} (95% CI {m.low * 100:.0f}–{m.high * 100:.0f}%)"
 
 
 def _gold(q: RaterQuality) -> str:
     g = q.gold_accuracy
-    return f"; gold accuracy {_share(g)} over {g.n} decisive gold answers" if g else ""
+    return f" Gold accuracy {_share(g)[:-1]}, {g.n} decisive gold answer{'s' * (g.n != 1)})." if g else ""
 
 
 def _p(p_value: float, q_value: float, family: int) -> str:

@@ -29,11 +29,11 @@ from scipy import stats
 CONFIDENCE = 0.95
 FDR = 0.05
 
-# "Too few to judge". A proportion is always shown with its Wilson interval, which is honest at any n, so
-# nothing is hidden below a minimum. A per-rater test only enters its Benjamini–Hochberg family with at least
-# MIN_N observations: an exact binomial test on fewer than 10 answers can rarely reach p < 0.05 (at n = 5 the
-# smallest two-sided p-value is 0.0625), so such raters could never be flagged and would only enlarge the
-# family, costing every other rater power.
+# "Too few to judge". A per-rater test only enters its Benjamini–Hochberg family with at least MIN_N
+# observations: an exact binomial test on fewer than 10 answers can rarely reach p < 0.05 (at n = 5 the smallest
+# two-sided p-value is 0.0625), so such raters could never be flagged and would only enlarge the family, costing
+# every other rater power. The Wilson interval itself is honest at any n; a page may still hide figures on
+# fewer than MIN_N observations as too noisy to read.
 MIN_N = 10
 
 

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from labeling.models import Assignment, Judgment
 from tests.conftest import PASSWORD
-from tests.factories import ComparisonFactory
+from tests.factories import AssignmentFactory, ComparisonFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -89,6 +89,7 @@ def test_it_throttles_password_guesses_per_address(alice):
 
 def test_token_requests_need_no_csrf_token(project, alice):
     comparison = ComparisonFactory(prompt__project=project)
+    AssignmentFactory(comparison=comparison, rater=alice)
     client = APIClient(enforce_csrf_checks=True)
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
     assert client.post("/api/judgments/", a_judgment(comparison.pk), format="json").status_code == 201
@@ -97,6 +98,7 @@ def test_token_requests_need_no_csrf_token(project, alice):
 
 def test_session_requests_must_carry_the_csrf_token(project, alice):
     comparison = ComparisonFactory(prompt__project=project)
+    AssignmentFactory(comparison=comparison, rater=alice)
     client = APIClient(enforce_csrf_checks=True)
     assert client.login(username="alice", password=PASSWORD)
 

@@ -22,7 +22,7 @@ OVERLAP = 3
 # lease it, or to record a judgment or a repeat of it), so "nothing for you"
 # can be momentary near the end: a rater checks again a few times, as the
 # page's "Check again" button lets a person do, before calling it a day.
-CHECKS_BEFORE_STOPPING = 10
+CHECKS_BEFORE_STOPPING = 5
 
 
 def _next_or_none(rater, project):

@@ -343,7 +343,7 @@ def test_it_explains_a_lease_conflict_and_offers_the_next_task(alice_client, ali
 
     html = response.content.decode()
     assert response.status_code == 409
-    assert "no live lease" in html
+    assert "You were not assigned this comparison" in html
     assert f'data-comparison-id="{other.pk}"' in html
     assert not Judgment.objects.filter(rater=alice).exists()
 
