@@ -12,5 +12,6 @@ urlpatterns = [
     path("models/", include("rewardmodel.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("labeling.quality.urls")),
     path("", include("labeling.urls")),
 ]

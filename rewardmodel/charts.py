@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from django.template.loader import render_to_string
 
-from rewardmodel.metrics import binomial_half_width, finite_number
+from rewardmodel.metrics import accuracy_interval, finite_number, too_few_to_judge
 
 TEMPLATE = "rewardmodel/_accuracy_chart.svg"
 CHANCE = 0.5  # a reward model that guesses gets half the held-out pairs right
@@ -124,11 +124,10 @@ def accuracy_chart(versions: Iterable, *, width: int = 640, height: int = 260) -
             return (left + right) / 2
         return left + pad + (version - v_min) / (v_max - v_min) * (right - left - 2 * pad)
 
-    halves = {v.version: binomial_half_width(v.accuracy, v.n) or 0.0 for v in evaluated}
+    intervals = {v.version: accuracy_interval(v.accuracy, v.n) for v in evaluated}
     references = [v for v in plotted if _finite(getattr(v, "reference_accuracy", None))]
     shown = [CHANCE]
-    shown += [min(1.0, v.accuracy + halves[v.version]) for v in evaluated]
-    shown += [max(0.0, v.accuracy - halves[v.version]) for v in evaluated]
+    shown += [bound for v in evaluated for bound in (intervals[v.version] or (v.accuracy,))]
     shown += [v.reference_accuracy for v in references]
     lo, hi, step = _y_domain(min(shown), max(shown))
 
@@ -137,17 +136,22 @@ def accuracy_chart(versions: Iterable, *, width: int = 640, height: int = 260) -
 
     points = []
     for v in evaluated:
-        half = halves[v.version]
+        bounds = intervals[v.version]
         active = v.status == "active"
-        interval = f" (±{100 * half:.1f} points, n={v.n})" if half else ""
+        if bounds is None:
+            interval = ""
+        elif too_few_to_judge(v.n):
+            interval = f" (too few pairs to judge: n={v.n}, 95% interval {_pct(bounds[0])}–{_pct(bounds[1])})"
+        else:
+            interval = f" (95% interval {_pct(bounds[0])}–{_pct(bounds[1])}, n={v.n})"
         points.append(
             Point(
                 version=v.version,
                 accuracy=v.accuracy,
                 x=round(x_of(v.version), 2),
                 y=round(y_of(v.accuracy), 2),
-                y_low=round(y_of(max(lo, v.accuracy - half)), 2) if half else None,
-                y_high=round(y_of(min(hi, v.accuracy + half)), 2) if half else None,
+                y_low=round(y_of(max(lo, bounds[0])), 2) if bounds else None,
+                y_high=round(y_of(min(hi, bounds[1])), 2) if bounds else None,
                 active=active,
                 label=f"v{v.version}: {_pct(v.accuracy)} held-out accuracy{interval}" + (" — active" if active else ""),
             )

@@ -63,7 +63,8 @@ def new_judgments_since_last_version(project: Project) -> int:
         .first()
     )
     snapshot, judgments_read = latest or ({}, 0)
-    judgments = Judgment.objects.filter(project=project)
+    # Repeats (a rater's second look, for self-consistency) are not votes: they add nothing to train on.
+    judgments = Judgment.objects.filter(project=project, repeat_of__isnull=True)
     if isinstance(snapshot, dict) and "last_judgment_id" in snapshot:
         last_id = snapshot["last_judgment_id"]  # None: that version read no judgments
         return (judgments if last_id is None else judgments.filter(pk__gt=last_id)).count()

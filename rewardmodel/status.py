@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from labeling.models import Comparison, Project
 from rewardmodel.loop import loop_settings_for, new_judgments_since_last_version
-from rewardmodel.metrics import binomial_half_width, finite_number
+from rewardmodel.metrics import accuracy_interval, finite_number, too_few_to_judge
 from rewardmodel.models import LoopSettings, ProjectLoop, RewardModelVersion
 from rewardmodel.schedule import ScheduledTask, scheduled_tasks
 
@@ -73,19 +73,24 @@ class VersionRow:
         return finite_number(self.metrics.get("accuracy"))
 
     @property
-    def accuracy_interval(self) -> float | None:
-        """Half-width of the 95% normal-approximation interval of held-out accuracy."""
-        return binomial_half_width(self.accuracy, self.metrics.get("n"))
+    def accuracy_interval(self) -> tuple[float, float] | None:
+        """The 95% Wilson interval (low, high) of held-out accuracy."""
+        return accuracy_interval(self.accuracy, self.n)
 
     @property
     def accuracy_percent(self) -> float | None:
         return None if self.accuracy is None else 100 * self.accuracy
 
     @property
-    def interval_points(self) -> float | None:
-        """The 95% interval half-width in percentage points, as the page shows it (±4.5)."""
-        half = self.accuracy_interval
-        return None if half is None else 100 * half
+    def interval_percent(self) -> tuple[float, float] | None:
+        """The interval in percent, as the page shows it: 61.0% (56.0–65.8%)."""
+        interval = self.accuracy_interval
+        return None if interval is None else (100 * interval[0], 100 * interval[1])
+
+    @property
+    def too_few_to_judge(self) -> bool:
+        """Evaluated on too few held-out pairs for the accuracy to mean anything (metrics.MIN_PAIRS_TO_JUDGE)."""
+        return self.accuracy is not None and too_few_to_judge(self.n)
 
     @property
     def log_loss(self) -> float | None:
@@ -107,6 +112,15 @@ class VersionRow:
     @property
     def reference_accuracy_percent(self) -> float | None:
         return None if self.reference_accuracy is None else 100 * self.reference_accuracy
+
+    @property
+    def reference_interval_percent(self) -> tuple[float, float] | None:
+        interval = accuracy_interval(self.reference_accuracy, self.reference_n)
+        return None if interval is None else (100 * interval[0], 100 * interval[1])
+
+    @property
+    def reference_too_few_to_judge(self) -> bool:
+        return self.reference_accuracy is not None and too_few_to_judge(self.reference_n)
 
     @property
     def reference_n(self) -> int | None:

@@ -1,5 +1,7 @@
 from django.urls import path
 
+from labeling.quality import api as quality
+
 from . import views
 
 app_name = "api"
@@ -14,4 +16,11 @@ urlpatterns = [
     path("judgments/<int:pk>/", views.JudgmentDetailView.as_view(), name="judgment-detail"),
     # Gold answers (staff).
     path("comparisons/<int:pk>/gold/", views.ComparisonGoldView.as_view(), name="comparison-gold"),
+    # Rater quality and the source leaderboard (labeling/quality/api.py).
+    path("projects/<int:pk>/raters/", quality.RaterQualityListView.as_view(), name="project-raters"),
+    path("projects/<int:pk>/leaderboard/", quality.LeaderboardView.as_view(), name="project-leaderboard"),
+    path("projects/<int:pk>/raters/<str:username>/pause/", quality.RaterPauseView.as_view(), name="rater-pause"),
+    path("projects/<int:pk>/raters/<str:username>/resume/", quality.RaterResumeView.as_view(), name="rater-resume"),
+    path("projects/<int:pk>/raters/<str:username>/exclude/", quality.RaterExcludeView.as_view(), name="rater-exclude"),
+    path("projects/<int:pk>/raters/<str:username>/include/", quality.RaterIncludeView.as_view(), name="rater-include"),
 ]

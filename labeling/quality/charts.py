@@ -32,11 +32,18 @@ _NICE_STEPS = (1, 2, 2.5, 5, 10)
 # -- words --------------------------------------------------------------------------------------------
 
 
-def percent_interval(interval: dict | None) -> str:
-    """{"value": .72, "low": .64, "high": .79, "n": 120} -> "72% (64–79%, n=120)"; None -> "too few to judge"."""
+def percent_interval(interval: dict | None, *, unit: str = "") -> str:
+    """{"value": .72, "low": .64, "high": .79, "n": 120} -> "72% (64–79%, n=120)" (with a unit: "120 rater
+    pairs"); None -> "too few to judge"."""
+    return " ".join(part for part in percent_parts(interval, unit=unit) if part)
+
+
+def percent_parts(interval: dict | None, *, unit: str = "") -> tuple[str, str]:
+    """percent_interval in two parts, the share and the rest: ("72%", "(64–79%, n=120)")."""
     if interval is None:
-        return TOO_FEW
-    return f"{_pct(interval['value'])} ({_pct(interval['low'], sign=False)}–{_pct(interval['high'])}, n={interval['n']})"
+        return TOO_FEW, ""
+    n = f"{interval['n']} {unit}" if unit else f"n={interval['n']}"
+    return _pct(interval["value"]), f"({_pct(interval['low'], sign=False)}–{_pct(interval['high'])}, {n})"
 
 
 def number_interval(interval: dict | None, digits: int = 2) -> str:
@@ -92,6 +99,14 @@ class DotRow:
     @property
     def text_y(self) -> float:
         return self.y + 4
+
+    @property
+    def mark_top(self) -> float:
+        return self.y - 6
+
+    @property
+    def mark_bottom(self) -> float:
+        return self.y + 6
 
 
 @dataclass(frozen=True)
@@ -490,7 +505,11 @@ def over_time_chart(windows: Sequence[dict], *, width: int = 640, height: int = 
     lo = max(-1.0, math.floor(min(values) * 5) / 5)
 
     def px(i):
-        return round(left + 16 + (i / max(len(shown) - 1, 1)) * (right - left - 32), 2) if len(shown) > 1 else (left + right) / 2
+        return (
+            round(left + 16 + (i / max(len(shown) - 1, 1)) * (right - left - 32), 2)
+            if len(shown) > 1
+            else (left + right) / 2
+        )
 
     def py(v):
         return round(bottom - (max(lo, min(1.0, v)) - lo) / (1.0 - lo) * (bottom - top), 2)
@@ -523,7 +542,11 @@ def over_time_chart(windows: Sequence[dict], *, width: int = 640, height: int = 
     description = (
         f"Agreement over {len(shown)} consecutive window{'s' if len(shown) != 1 else ''} of judgments, oldest "
         "first, each with its 95% interval. "
-        + (f"Alpha went from {alphas[0]:.2f} in the first window to {alphas[-1]:.2f} in the last." if len(alphas) > 1 else "")
+        + (
+            f"Alpha went from {alphas[0]:.2f} in the first window to {alphas[-1]:.2f} in the last."
+            if len(alphas) > 1
+            else ""
+        )
     )
     return LineChart(
         id="over-time",
@@ -587,7 +610,9 @@ def leaderboard_chart(board: Iterable[dict]) -> DotChart:
 
 
 def _linear_domain(low: float, high: float, ticks: int = 6) -> tuple[float, float, float]:
-    span = max(high - low, 1e-9)
+    if high - low < 1.0:  # one value (or none but the reference): a range around it
+        low, high = low - 10.0, high + 10.0
+    span = high - low
     raw = span / (ticks - 1)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(s * magnitude for s in _NICE_STEPS if s * magnitude >= raw)
@@ -614,4 +639,4 @@ def _log_ticks(lo: float, hi: float) -> list[tuple[float, str]]:
 
 def _tick_seconds(ms: float) -> str:
     s = ms / 1000
-    return f"{s:g} s" if s < 60 else f"{s / 60:g} min"
+    return f"{s:g} s" if s < 1000 else f"{s / 60:.0f} min"

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from labeling.models import Comparison, Judgment, Project, ProjectQuality, RaterQuality, RaterStanding
 from labeling.quality.stats import MIN_N, leaderboard
-from labeling.raters import excluded_rater_ids
+from labeling.raters import excluded_rater_ids, set_excluded, set_paused
 
 # The proportions of a row, each {"value", "low", "high", "n"} (+ "p_value" where the report tests it) or null.
 INTERVALS = (
@@ -85,12 +85,9 @@ def compute_quality(*, project: Project, n_bootstrap: int = BOOTSTRAP_ROUNDS):
     columns, rater_ids, matches, last_judgment_id = _read_judgments(project)
     gold = dict(Comparison.objects.filter(project=project, is_gold=True).values_list("pk", "gold_label"))
     excluded = excluded_rater_ids(project=project)
-    if columns["id"]:
-        report = build_report(
-            _frame(columns), gold, QualitySettings(min_time_ms=project.min_time_ms), n_bootstrap=n_bootstrap
-        )
-    else:
-        report = _empty_report()
+    report = build_report(
+        _frame(columns), gold, QualitySettings(min_time_ms=project.min_time_ms), n_bootstrap=n_bootstrap
+    )
     played = [(a, b, outcome) for rater_id, a, b, outcome in matches if rater_id not in excluded]
     board = leaderboard(played, n_bootstrap=n_bootstrap)
     figures = _json_safe(report.project.as_dict()) | {
@@ -204,17 +201,6 @@ def _frame(columns: dict):
     import pandas as pd
 
     return pd.DataFrame(columns)
-
-
-def _empty_report():
-    # Imported with the report: see compute_quality.
-    from labeling.quality.report import ProjectQuality as ProjectFigures
-    from labeling.quality.report import QualityReport
-
-    empty = ProjectFigures(
-        judgments=0, comparisons=0, raters=0, alpha=None, criteria_alpha={}, pairwise_agreement=None, over_time=[]
-    )
-    return QualityReport(raters=[], project=empty)
 
 
 def _store(*, project, report, rater_ids, figures, board, last_judgment_id, started_at) -> bool:
@@ -343,7 +329,8 @@ def sort_rows(rows: Iterable[dict], key: str) -> list[dict]:
     extract = SORT_KEYS[name]
     known = [row for row in rows if extract(row) is not None]
     unknown = [row for row in rows if extract(row) is None]
-    known.sort(key=lambda row: (extract(row), row["rater"]), reverse=descending)
+    known.sort(key=lambda row: row["rater"])
+    known.sort(key=extract, reverse=descending)  # stable: equal values stay in name order either way
     return known + sorted(unknown, key=lambda row: row["rater"])
 
 
@@ -361,3 +348,24 @@ SORT_KEYS = {
     "flags": lambda row: len(row.get("flags") or []),
     "status": lambda row: int(row.get("paused", False)) + 2 * int(row.get("excluded", False)),
 }
+
+
+# -- admins' decisions --------------------------------------------------------------------------------
+
+# What each rater action sets, through labeling.raters (which records who, when and why).
+RATER_ACTIONS = {
+    "pause": (set_paused, "paused", True),
+    "resume": (set_paused, "paused", False),
+    "exclude": (set_excluded, "excluded", True),
+    "include": (set_excluded, "excluded", False),
+}
+
+
+def apply_rater_action(*, project: Project, rater, action: str, by, reason: str = "") -> tuple[dict, bool]:
+    """Pause, resume, exclude or include a rater (the caller has checked access.can_manage_raters).
+    Returns the standing as it is now ({"rater", "paused", "excluded"}) and whether it changed."""
+    change, field, value = RATER_ACTIONS[action]
+    before = standing_of(project=project, rater=rater)
+    change(project=project, rater=rater, by=by, reason=reason, **{field: value})
+    after = standing_of(project=project, rater=rater)
+    return after, after != before

@@ -137,6 +137,13 @@ def test_the_schema_generates_without_warnings_and_lists_every_endpoint(tmp_path
         "/api/judgments/",
         "/api/judgments/{id}/",
         "/api/comparisons/{id}/gold/",  # staff only
+        # Rater quality (labeling/quality/api.py).
+        "/api/projects/{id}/raters/",
+        "/api/projects/{id}/leaderboard/",
+        "/api/projects/{id}/raters/{username}/pause/",
+        "/api/projects/{id}/raters/{username}/resume/",
+        "/api/projects/{id}/raters/{username}/exclude/",
+        "/api/projects/{id}/raters/{username}/include/",
         # The reward model's (rewardmodel/api.py).
         "/api/projects/{id}/reward-models/",
         "/api/projects/{id}/status/",

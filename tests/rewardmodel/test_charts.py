@@ -170,3 +170,12 @@ def test_without_versions_it_says_so_instead_of_drawing():
     assert "<svg" not in render_accuracy_chart(empty)
     unevaluated = accuracy_chart([SimpleNamespace(version=1, status="failed", accuracy=None, n=None)])
     assert "No evaluated versions yet" in render_accuracy_chart(unevaluated)
+
+
+def test_a_version_on_one_pair_gets_a_wilson_interval_not_a_collapsed_one():
+    # The normal approximation gave "0.0% ±0.0" here (the demo after its first ten judgments).
+    chart = accuracy_chart([row(1, 0.0, n=1)])
+    point = chart.points[0]
+    assert point.y_low is not None and point.y_high < point.y_low  # an interval with a height
+    assert "too few pairs to judge: n=1" in point.label
+    assert "0.0%–79.3%" in point.label  # Wilson's 95% interval of 0/1 is [0, 0.7935]

@@ -340,3 +340,21 @@ def test_a_training_whose_lease_ran_out_is_shown_stalled_to_staff(project):
 
     assert project_status(project=project, staff=True, now=now).training.stalled
     assert not project_status(project=project, staff=False, now=now).training.stalled
+
+
+def test_it_says_too_few_pairs_to_judge_instead_of_an_accuracy_on_one_pair(client, admin_user, project):
+    RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.0, n=1)
+    client.force_login(admin_user)
+    html = client.get(reverse("rewardmodel:status", args=[project.slug])).content.decode()
+    served = re.search(r'<dd data-metric="accuracy">(.*?)</dd>', html, re.S).group(1)
+    assert "too few pairs to judge (n=1)" in served
+    assert "±" not in html
+
+
+def test_it_shows_the_wilson_interval_of_an_accuracy_on_enough_pairs(client, admin_user, project):
+    RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.6, n=400)
+    client.force_login(admin_user)
+    html = client.get(reverse("rewardmodel:status", args=[project.slug])).content.decode()
+    served = re.search(r'<dd data-metric="accuracy">(.*?)</dd>', html, re.S).group(1)
+    # 240/400: Wilson 95% interval 55.1%-64.7%
+    assert "60.0%" in served and "(55.1–64.7%)" in served

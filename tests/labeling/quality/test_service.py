@@ -1,79 +1,31 @@
 """labeling.quality.service: the project's judgments in, stored figures out, and read back cheaply."""
 
+import base64
+import io
+import json
+import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
+from django.core.management import CommandError, call_command
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
+from config.broker import filesystem_transport_options
+from labeling import tasks
 from labeling.models import Judgment, ProjectQuality, RaterQuality, RaterStanding
 from labeling.quality import service
 from labeling.quality.report import QualitySettings, build_report
 from labeling.quality.stats import MIN_N, leaderboard
 from labeling.raters import set_excluded, set_paused
+from tests.brokers import use_broker
 from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory, UserFactory
+from tests.labeling.quality.judged import judged_project
 
 pytestmark = pytest.mark.django_db
 
 ROUNDS = 50  # bootstrap rounds: enough to exercise the intervals, quick to run
-
-
-def judged_project(project, alice, bob, carol):
-    """12 comparisons (two gold, answer "a") judged by alice, bob and carol, with ten repeats by alice.
-
-    alice answers the truth ("a" on even comparisons, "b" on odd ones), bob does too except on comparisons 0
-    and 1, carol always picks the left response, which is always A for her. alice's repeats swap the sides and
-    keep her answer. Responses come from "big" (A) and "small" (B). Returns the judgments as report records.
-    """
-    project.raters.add(carol)
-    comparisons = [
-        ComparisonFactory(
-            prompt__project=project,
-            response_a__source="big",
-            response_b__source="small",
-            **({"is_gold": True, "gold_label": "a"} if i in (2, 4) else {}),
-        )
-        for i in range(12)
-    ]
-    records = []
-
-    def judge(rater, comparison, outcome, *, left, time_ms, repeat_of=None, criteria=None):
-        judgment = JudgmentFactory(
-            comparison=comparison,
-            rater=rater,
-            outcome=outcome,
-            left=left,
-            time_spent_ms=time_ms,
-            repeat_of=repeat_of,
-            criteria=criteria or {},
-        )
-        records.append(
-            {
-                "id": judgment.pk,
-                "rater": rater.username,
-                "comparison": comparison.pk,
-                "outcome": outcome,
-                "left": left,
-                "time_ms": time_ms,
-                "criteria": criteria or {},
-                "is_repeat_of": repeat_of.pk if repeat_of else None,
-            }
-        )
-        return judgment
-
-    firsts = {}
-    for i, comparison in enumerate(comparisons):
-        truth = "a" if i % 2 == 0 else "b"
-        wrong = "b" if truth == "a" else "a"
-        left = "a" if i % 3 else "b"
-        firsts[i] = judge(alice, comparison, truth, left=left, time_ms=5000 + 100 * i, criteria={"helpfulness": truth})
-        judge(bob, comparison, wrong if i < 2 else truth, left=left, time_ms=2000 + 500 * i)
-        judge(carol, comparison, "a", left="a", time_ms=900, criteria={"helpfulness": "tie"})
-    for i in range(10):
-        first = firsts[i]
-        judge(
-            alice, comparisons[i], first.outcome, left="b" if first.left == "a" else "a", time_ms=4000, repeat_of=first
-        )
-    return comparisons, records
 
 
 def stored_figures(project):
@@ -81,8 +33,8 @@ def stored_figures(project):
 
 
 def test_it_stores_one_row_per_rater_whose_figures_match_the_report(project, alice, bob, carol):
-    comparisons, records = judged_project(project, alice, bob, carol)
-    gold = {comparisons[2].pk: "a", comparisons[4].pk: "a"}
+    comparisons, records = judged_project(project, alice, bob, carol, gold=2)
+    gold = {comparisons[0].pk: "a", comparisons[1].pk: "b"}
 
     report = service.compute_quality(project=project, n_bootstrap=ROUNDS)
 
@@ -274,3 +226,95 @@ def test_the_schedule_picks_projects_with_new_judgments_or_changed_exclusions(al
     set_excluded(project=quiet, rater=alice, excluded=True, by=admin_user)
     assert service.projects_needing_quality() == [fresh.pk, stale.pk, quiet.pk]
     assert idle.pk not in service.projects_needing_quality()  # nothing to compute from
+
+
+# -- the schedule, the tasks and the command -------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """The embedded filesystem broker in this test's own folder: published messages land in the returned folder."""
+    folder = tmp_path / "broker"
+    with use_broker("filesystem://", filesystem_transport_options(folder)):
+        yield folder / "queue"
+
+
+@pytest.fixture
+def broker_down():
+    """Redis on a port nobody listens on, with the web side's fail-fast options."""
+    with use_broker("redis://127.0.0.1:1/0", django_settings.REDIS_BROKER_TRANSPORT_OPTIONS):
+        yield
+
+
+def published(folder) -> list[tuple[str, list, str]]:
+    """(task name, args, queue) of every message the filesystem broker holds."""
+    messages = []
+    for path in sorted(folder.iterdir()) if folder.exists() else []:
+        message = json.loads(path.read_text())
+        args, _, _ = json.loads(base64.b64decode(message["body"]))
+        messages.append((message["headers"]["task"], args, message["properties"]["delivery_info"]["routing_key"]))
+    return messages
+
+
+def test_the_schedule_entry_runs_every_ten_minutes_on_the_default_queue():
+    entry = PeriodicTask.objects.get(task="labeling.tasks.compute_quality_for_active_projects")
+
+    assert (entry.interval.every, entry.interval.period, entry.queue, entry.enabled) == (10, "minutes", "default", True)
+
+
+def test_the_scheduled_task_hands_over_one_computation_per_project_that_needs_one(alice, broker):
+    fresh, quiet = ProjectFactory(slug="fresh"), ProjectFactory(slug="quiet")
+    for p in (fresh, quiet):
+        JudgmentFactory(comparison=ComparisonFactory(prompt__project=p), rater=alice)
+    service.compute_quality(project=quiet, n_bootstrap=ROUNDS)
+
+    assert tasks.compute_quality_for_active_projects() == 1
+
+    assert published(broker) == [("labeling.tasks.compute_quality", [fresh.pk], "default")]
+
+
+def test_the_task_computes_and_stores_the_figures(project, alice):
+    JudgmentFactory(comparison=ComparisonFactory(prompt__project=project), rater=alice)
+
+    result = tasks.compute_quality.apply(args=[project.pk]).get()
+
+    assert result["project"] == project.slug and result["judgments"] == 1
+    assert RaterQuality.objects.filter(project=project, rater=alice).exists()
+    assert tasks.compute_quality.apply(args=[10**9]).get() is None  # a project deleted since: nothing to do
+
+
+def test_publishing_to_a_broker_that_is_down_returns_why_at_once(project, broker_down):
+    started = time.monotonic()
+
+    error = tasks.publish_compute_quality(project_id=project.pk)
+
+    assert error and time.monotonic() - started < 10
+    assert not ProjectQuality.objects.exists()
+
+
+def test_the_command_computes_a_project_and_prints_one_line_of_json(project, alice, bob, carol):
+    judged_project(project, alice, bob, carol)
+    out = io.StringIO()
+
+    call_command("compute_quality", "--project", project.slug, stdout=out)
+
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    summary = json.loads(lines[0])
+    assert summary | {"alpha": None, "seconds": None} == {
+        "project": "demo",
+        "judgments": 46,
+        "comparisons": 12,
+        "raters": 3,
+        "flagged": 1,
+        "alpha": None,
+        "sources": 2,
+        "last_judgment_id": ProjectQuality.objects.get(project=project).last_judgment_id,
+        "seconds": None,
+    }
+    assert isinstance(summary["seconds"], float)
+
+
+def test_the_command_names_an_unknown_project():
+    with pytest.raises(CommandError, match="No project with slug 'nope'"):
+        call_command("compute_quality", "--project", "nope")
