@@ -9,6 +9,7 @@ SECRET_KEY and ALLOWED_HOSTS and turns on the secure-cookie/HSTS settings that
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -94,12 +95,15 @@ INSTALLED_APPS = [
     "django_htmx",
     "csp",
     "django_celery_beat",
+    "axes",
     "labeling",
     "rewardmodel",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Refuses JSON bodies too deep or too big before any view parses them.
+    "config.middleware.BoundedJSONMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -109,6 +113,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes asks: turns a lockout seen during the request into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -157,6 +163,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Validates nothing: Django calls its password_changed() once a new password
+    # is saved, and it revokes the user's API tokens (labeling/api/tokens.py).
+    {"NAME": "labeling.api.tokens.RevokeTokensOnPasswordChange"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "labeling:projects"
@@ -188,12 +197,15 @@ WHITENOISE_AUTOREFRESH = not PRODUCTION
 # Uploaded import files can be large (100k pairs is ~100 MB of JSONL).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# JSON bodies nested deeper than this are refused with 400 (config/middleware.py):
+# Python's json recurses once per level, and "[" * 50_000 would be a 500.
+JSON_MAX_DEPTH = 32
 
 REST_FRAMEWORK = {
     # Token first: an unauthenticated request then gets 401 with
     # WWW-Authenticate (what a script needs), not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "labeling.api.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # DRF's own default is AllowAny; every endpoint here needs a login.
@@ -204,8 +216,12 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env_str("API_USER_RATE", "6000/hour")},
     # Throttling keys on the client address; trust X-Forwarded-For only this deep.
+    # Login lockouts use the same rule (config.security.client_address).
     "NUM_PROXIES": env_int("NUM_PROXIES", 0),
 }
+# API tokens (labeling/api/tokens.py) stop working this long after they were
+# issued; a password change or deactivation revokes them at once.
+API_TOKEN_TTL_HOURS = env_int("API_TOKEN_TTL_HOURS", 24 * 30)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Preference labeling API",
     "DESCRIPTION": "Pairwise comparison tasks for human raters, and the judgments they make.",
@@ -235,6 +251,60 @@ CONTENT_SECURITY_POLICY = {
         "form-action": [SELF],
     }
 }
+
+# --- Login protection (django-axes) ------------------------------------------
+# Failed sign-ins are counted per (username, client address) pair on the sign-in
+# page, the admin's and POST /api/auth/token/; after LOGIN_FAILURE_LIMIT of them
+# that pair is refused (429) until LOGIN_COOLOFF_MINUTES pass without another
+# failure. A name that does not exist is counted and refused the same way.
+# The pair, rather than the username alone, so that a stranger cannot lock a
+# rater out of their own account; the token endpoint's per-address throttle
+# bounds one address trying many names.
+# The database handler: counts survive restarts, every process and machine
+# shares them without a cache, and admins see and clear them in the admin
+# (Axes: Access attempts); a failure costs one row write, and stops when locked.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_TIME <= timedelta(0):
+    # axes reads a zero cool-off as "locked until an admin unlocks it".
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT and LOGIN_COOLOFF_MINUTES must be at least 1")
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True  # a rater who mistyped twice and then signed in starts again from zero
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_CLIENT_IP_CALLABLE = "config.security.client_address"  # NUM_PROXIES decides, as for throttles
+AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
+AUTHENTICATION_BACKENDS = [
+    "config.security.LoginLockoutBackend",  # axes' check first: a locked-out pair is never authenticated
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+
+def _caches(redis_url: str, var_dir: Path) -> dict:
+    """The cache that DRF's throttles count in, shared by every web process:
+    Redis when REDIS_URL is set; otherwise files under var/cache, shared by
+    the processes of the one machine that the embedded default runs on.
+    Never per-process memory, which multiplies every rate by the number of
+    processes and forgets it on restart."""
+    if redis_url:
+        return {
+            "default": {
+                "BACKEND": "config.cache.FailOpenRedisCache",
+                "LOCATION": redis_url,
+                "KEY_PREFIX": "labeling",
+                # A Redis that does not answer must not hold a request up.
+                "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+            }
+        }
+    return {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(var_dir / "cache"),
+        }
+    }
+
+
+CACHES = _caches(env_str("REDIS_URL"), VAR_DIR)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the label page's script reads it for fetch()

@@ -29,6 +29,11 @@ from config.settings import DATABASES  # noqa: E402
 # Fast hashing in tests; Argon2 stays first in production settings.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}  # noqa: F405
+# Throttle counts in the test database: shared by the threads of a test (as
+# the real caches are by processes) and rolled back with it, so no count
+# leaks from one test into the next. Django creates the table with the test
+# database. tests/test_login_protection.py checks the real choice (_caches).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"}}
 if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # TEST_DB_SUFFIX lets several suites run at once on one server.

@@ -11,7 +11,7 @@ import time
 from django import forms
 
 from labeling.judgments import MAX_RATIONALE, MAX_TIME_SPENT_MS, JudgmentInput, allowed_outcomes
-from labeling.models import Judgment, Project
+from labeling.models import MAX_ID, Judgment, Project
 
 # (value posted, label, keys shown on screen); the keys are handled in label.js.
 OUTCOMES = [
@@ -33,15 +33,22 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _posted_ms(value) -> int | None:
+    """A posted millisecond clock reading, or None for anything else. Not
+    str.isdigit() alone: it accepts "²" and 5,000-digit numbers, on which int() raises."""
+    value = str(value)
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 15 else None
+
+
 class SkipForm(forms.Form):
-    comparison_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    comparison_id = forms.IntegerField(min_value=1, max_value=MAX_ID, widget=forms.HiddenInput)
     # Which response the page showed on the left ("a"/"b"): the answer is
     # mapped with the order the rater saw, even from a stale tab.
     shown_left = forms.ChoiceField(choices=[("a", "a"), ("b", "b")], required=False, widget=forms.HiddenInput)
 
 
 class JudgmentForm(forms.Form):
-    comparison_id = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    comparison_id = forms.IntegerField(min_value=1, max_value=MAX_ID, widget=forms.HiddenInput)
     # Which response the page showed on the left ("a"/"b"): the answer is
     # mapped with the order the rater saw, even from a stale tab.
     shown_left = forms.ChoiceField(choices=[("a", "a"), ("b", "b")], required=False, widget=forms.HiddenInput)
@@ -79,8 +86,8 @@ class JudgmentForm(forms.Form):
     def clean_time_spent_ms(self):
         spent = self.cleaned_data.get("time_spent_ms")
         if spent is None:
-            shown_at = self.data.get("shown_at_ms", "")
-            spent = now_ms() - int(shown_at) if shown_at.isdigit() else 0
+            shown_at = _posted_ms(self.data.get("shown_at_ms", ""))
+            spent = now_ms() - shown_at if shown_at is not None else 0
         # A measurement, not a claim: clamp rather than reject the judgment.
         return min(max(spent, 0), MAX_TIME_SPENT_MS)
 
@@ -115,8 +122,8 @@ class JudgmentForm(forms.Form):
 
     def shown_at_value(self) -> int:
         # Re-shown after an error, the clock keeps running from the first showing.
-        posted = str(self.data.get("shown_at_ms", "")) if self.is_bound else ""
-        return int(posted) if posted.isdigit() else now_ms()
+        posted = _posted_ms(self.data.get("shown_at_ms", "")) if self.is_bound else None
+        return posted if posted is not None else now_ms()
 
     def _value(self, name):
         return self[name].value() if self.is_bound else self.initial.get(name)

@@ -13,6 +13,10 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Greatest, Least
 
+# The largest id a row can have (a BIGINT primary key). Inputs that name a row
+# are bounded by it: SQLite cannot even bind a larger integer (OverflowError).
+MAX_ID = 2**63 - 1
+
 
 class Project(models.Model):
     name = models.CharField(max_length=200, help_text="Shown to raters and admins.")

@@ -8,16 +8,21 @@ time per worker, the model in memory); `.reconcile` and
 `.retrain_projects_with_new_judgments` on queue `default` (they only look at
 rows).
 
-Publishing (`publish_retrain`, `publish_refresh`) never blocks a caller on a
-broker that is down: one attempt (retry=False, short socket timeouts in
-settings), the error returned in words, and the database keeps the truth; the
-periodic reconcile hands over whatever a publish missed.
+Publishing (`publish_retrain`, `publish_refresh`) is one attempt (retry=False,
+the broker's socket timeouts in settings), the error returned in words, and
+the database keeps the truth; the periodic reconcile hands over whatever a
+publish missed. A rater's request does not even make that attempt: the
+retrain its judgment asked for is handed to this process's publisher thread
+(`publish_retrain_soon`), so that a broker that is down or silent (a socket
+timeout of seconds) holds up that thread, never a rater.
 """
 
 import logging
+import os
+import threading
 
 from celery import shared_task
-from django.db import OperationalError
+from django.db import OperationalError, connection
 
 from labeling.models import Project
 from rewardmodel import loop
@@ -97,6 +102,27 @@ def publish_refresh(*, project_id: int) -> str:
     return error
 
 
+def publish_retrain_soon(*, project_id: int) -> str:
+    """Hand the project's pending retrain to this process's publisher thread and
+    return at once. Returns "" or why it could not be handed over.
+
+    The thread publishes it within moments (publish_retrain, recording on the
+    loop row what the broker said). Its queue holds PUBLISH_QUEUE_CAPACITY
+    projects: when a stuck broker has filled it, the retrain stays pending
+    with that reason, and the reconcile publishes it.
+    """
+    if _publisher.submit(project_id):
+        return ""
+    error = "this web process's publisher is still waiting for the broker"
+    loop.record_enqueue_error(project_id=project_id, error=error)
+    return error
+
+
+def wait_for_publisher(timeout: float = 10.0) -> bool:
+    """Block until the publisher thread has nothing left to do (tests, shutdown); False on timeout."""
+    return _publisher.wait_until_idle(timeout)
+
+
 def _publish(task, project_id: int, **kwargs) -> str:
     try:
         task.apply_async(args=[project_id], kwargs=kwargs, retry=False)
@@ -111,3 +137,65 @@ def _publish_retrains(project_ids: list[int]) -> int:
 
 def _backoff(retries: int) -> int:
     return min(600, 10 * 2**retries)
+
+
+# At most this many projects wait for the publisher thread; there is one entry per project however many ask.
+PUBLISH_QUEUE_CAPACITY = 100
+
+
+class _Publisher:
+    """One daemon thread per process, started on first use, publishing the
+    retrains handed to it one at a time, oldest first.
+
+    Losing what it holds is harmless: a retrain handed over here is already
+    pending in the database, and the reconcile publishes any pending retrain
+    that was never handed to the broker (a full queue, a process that died).
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._reset()
+        # Threads do not survive a fork (gunicorn --preload): a child starts its own.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self):
+        self._waiting: dict[int, None] = {}  # project ids in arrival order, each once
+        self._busy = False
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, project_id: int) -> bool:
+        with self._condition:
+            if project_id not in self._waiting:
+                if len(self._waiting) >= self.capacity:
+                    return False
+                self._waiting[project_id] = None
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="retrain-publisher", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+        return True
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        with self._condition:
+            return self._condition.wait_for(lambda: not self._waiting and not self._busy, timeout)
+
+    def _run(self):
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._waiting)
+                project_id = next(iter(self._waiting))
+                del self._waiting[project_id]
+                self._busy = True
+            try:
+                publish_retrain(project_id=project_id)
+            except Exception:  # a database error while recording the outcome: the row stays pending
+                log.exception("publishing the retrain of project %s failed (the reconcile will retry)", project_id)
+            finally:
+                connection.close()  # this thread's own; no connection is held between publishes
+                with self._condition:
+                    self._busy = False
+                    self._condition.notify_all()
+
+
+_publisher = _Publisher(PUBLISH_QUEUE_CAPACITY)

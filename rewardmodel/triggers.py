@@ -4,9 +4,11 @@ The signal is sent after the judgment's transaction commits, in the rater's
 request. The receiver only dispatches: it asks rewardmodel.loop whether the
 project is due (retrain_every new judgments since the last version) and, if
 so, requests a retrain like any other (actions.request_retrain: one published
-however many raters cross the threshold at once). A broker that is down never
-reaches the rater: publishing fails fast, the error is kept on the loop row,
-and the periodic reconcile publishes what is still pending.
+however many raters cross the threshold at once). A broker that is down or
+silent never reaches the rater: the retrain is marked pending on the request
+and published by the process's publisher thread (tasks.publish_retrain_soon),
+which keeps the broker's error on the loop row; the periodic reconcile
+publishes what is still pending.
 
 The other two triggers are the schedule (tasks.retrain_projects_with_new_judgments)
 and staff pressing "Retrain now" (views, admin).
@@ -30,4 +32,4 @@ def retrain_if_due(*, project_id: int) -> actions.Request | None:
     project = Project.objects.select_related("loop_settings").filter(pk=project_id).first()
     if project is None or not loop.retrain_is_due(project):
         return None
-    return actions.request_retrain(project_id=project_id, reason=Trigger.THRESHOLD)
+    return actions.request_retrain(project_id=project_id, reason=Trigger.THRESHOLD, wait=False)

@@ -10,11 +10,16 @@ Raters speak in shown terms (left / right as on their screen). The database
 stores A / B plus which one was on the left; outputs give both.
 """
 
+from datetime import datetime
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 
 from labeling.judgments import SHOWN_CRITERION_OUTCOMES, SHOWN_OUTCOMES
-from labeling.models import Comparison, Judgment, Project, Side
+from labeling.models import MAX_ID, Comparison, Judgment, Project, Side
+
+from . import tokens
 
 
 class _FlatChildErrors:
@@ -49,6 +54,30 @@ class FlatErrorDictField(_FlatChildErrors, serializers.DictField):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField(help_text='Send it as "Authorization: Token <token>".')
+
+
+class TokenRequestSerializer(AuthTokenSerializer):
+    # No username is longer (auth.User); axes records the name a client sent
+    # in a 255-character column, so a longer one must not get that far.
+    username = serializers.CharField(label="Username", max_length=150, write_only=True)
+
+
+class TokenInfoSerializer(serializers.Serializer):
+    """One of your API tokens, without its key."""
+
+    prefix = serializers.SerializerMethodField(help_text="The key's first 8 characters: enough to name it.")
+    created = serializers.DateTimeField()
+    expires = serializers.SerializerMethodField()
+    expired = serializers.SerializerMethodField()
+
+    def get_prefix(self, token) -> str:
+        return token.key[: tokens.PREFIX_LENGTH]
+
+    def get_expires(self, token) -> datetime:
+        return tokens.expires_at(token)
+
+    def get_expired(self, token) -> bool:
+        return tokens.is_expired(token)
 
 
 # --- projects ---------------------------------------------------------------
@@ -105,7 +134,7 @@ class TaskSerializer(serializers.Serializer):
 
 
 class SkipInputSerializer(serializers.Serializer):
-    comparison = serializers.IntegerField(min_value=1)
+    comparison = serializers.IntegerField(min_value=1, max_value=MAX_ID)
 
 
 # --- judgments --------------------------------------------------------------
@@ -115,7 +144,9 @@ class JudgmentInputSerializer(serializers.Serializer):
     # Its validated data are the fields of labeling.judgments.JudgmentInput
     # (hence source="comparison_id"). A comment, not a docstring: drf-spectacular
     # would publish a docstring in the schema.
-    comparison = serializers.IntegerField(min_value=1, source="comparison_id", help_text="The id from the task.")
+    comparison = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, source="comparison_id", help_text="The id from the task."
+    )
     outcome = serializers.ChoiceField(
         choices=SHOWN_OUTCOMES,
         help_text='As shown on screen. "tie" and "both_bad" only where the project allows them.',
@@ -208,7 +239,9 @@ class JudgmentSerializer(serializers.ModelSerializer):
 
 
 class JudgmentFilterSerializer(serializers.Serializer):
-    project = serializers.IntegerField(min_value=1, required=False, help_text="Only judgments in this project.")
+    project = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, help_text="Only judgments in this project."
+    )
 
 
 class ErrorSerializer(serializers.Serializer):

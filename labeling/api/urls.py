@@ -8,6 +8,8 @@ app_name = "api"
 
 urlpatterns = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="token"),
+    path("auth/tokens/", views.TokenListView.as_view(), name="token-list"),
+    path("auth/tokens/<str:prefix>/", views.TokenDetailView.as_view(), name="token-detail"),
     path("projects/", views.ProjectListView.as_view(), name="project-list"),
     path("projects/<int:pk>/", views.ProjectDetailView.as_view(), name="project-detail"),
     path("projects/<int:pk>/next/", views.NextComparisonView.as_view(), name="project-next"),

@@ -5,10 +5,11 @@ Each view parses its input with a serializer, calls one domain function
 (access, assignment, judgments, progress) and renders an output serializer.
 Every object is reached through labeling.access, which checks ownership and
 answers 404 for what is not the caller's. Authentication (token, then session)
-and IsAuthenticated are REST_FRAMEWORK's defaults (config/settings.py); only
-the token view sets its own.
+and IsAuthenticated are REST_FRAMEWORK's defaults (config/settings.py). API
+tokens (issuing, listing, revoking) are in tokens.py.
 """
 
+from axes.helpers import get_lockout_response
 from django.core.exceptions import ValidationError as ModelValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
@@ -28,6 +29,7 @@ from labeling.comparisons import set_gold, unset_gold
 from labeling.judgments import ComparisonNotFound, InvalidJudgment, JudgmentInput, LeaseConflict, record_judgment
 from labeling.progress import progress_for
 
+from . import tokens
 from .common import FIELD_ERRORS, NOT_FOUND, Conflict, valid
 from .serializers import (
     ComparisonGoldSerializer,
@@ -39,6 +41,8 @@ from .serializers import (
     ProjectSerializer,
     SkipInputSerializer,
     TaskSerializer,
+    TokenInfoSerializer,
+    TokenRequestSerializer,
     TokenSerializer,
 )
 
@@ -46,9 +50,10 @@ from .serializers import (
 
 
 class PasswordGuessThrottle(SimpleRateThrottle):
-    """Bounds password guesses per client address. DRF's ObtainAuthToken has
-    no throttle at all, and the global one is per user, which an anonymous
-    caller does not have yet."""
+    """Bounds password guesses per client address, whatever the usernames.
+    DRF's ObtainAuthToken has no throttle at all, and the global one is per
+    user, which an anonymous caller does not have yet. Lockouts per
+    (username, address) come on top (config/security.py)."""
 
     scope = "api_token"
     rate = "30/minute"
@@ -57,11 +62,20 @@ class PasswordGuessThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
+_LOCKED_OUT = OpenApiResponse(
+    ErrorSerializer, description="Too many failed attempts for this username from this address: wait, then retry."
+)
+
+
 @extend_schema_view(
     post=extend_schema(
         request=AuthTokenSerializer,
-        responses={200: TokenSerializer, 400: FIELD_ERRORS},
+        responses={200: TokenSerializer, 400: FIELD_ERRORS, 429: _LOCKED_OUT},
         summary="Exchange a username and password for an API token",
+        description=(
+            "Returns the token you hold while it lasts (API_TOKEN_TTL_HOURS after it was issued), and a new one "
+            "once it has expired or was revoked. Changing your password revokes it."
+        ),
     )
 )
 class ObtainTokenView(ObtainAuthToken):
@@ -70,6 +84,39 @@ class ObtainTokenView(ObtainAuthToken):
     authentication_classes = []
     permission_classes = [AllowAny]
     throttle_classes = [PasswordGuessThrottle]
+    serializer_class = TokenRequestSerializer
+
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        if not serializer.is_valid():
+            # The serializer authenticates with this request; axes marks it when
+            # the (username, address) pair is, or has just become, locked out.
+            # Its reply (AXES_LOCKOUT_CALLABLE) is the one the sign-in pages give, in JSON here.
+            if getattr(request, "axes_locked_out", False):
+                return get_lockout_response(request)
+            raise ValidationError(serializer.errors)
+        token = tokens.issue_token(user=serializer.validated_data["user"])
+        return Response({"token": token.key})
+
+
+class TokenListView(APIView):
+    @extend_schema(
+        responses={200: TokenInfoSerializer(many=True)},
+        summary="Your API tokens, without their keys (DRF keeps one per user: at most one)",
+    )
+    def get(self, request):
+        return Response(TokenInfoSerializer(tokens.tokens_of(request.user), many=True).data)
+
+
+class TokenDetailView(APIView):
+    @extend_schema(
+        responses={204: OpenApiResponse(description="Revoked: it no longer authenticates."), 404: NOT_FOUND},
+        summary="Revoke your API token, named by its prefix",
+    )
+    def delete(self, request, prefix):
+        if not tokens.revoke_token(user=request.user, prefix=prefix):
+            raise NotFound("You have no token with that prefix.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # --- projects ---------------------------------------------------------------

@@ -37,20 +37,44 @@ Flags. Each is a test per rater, and p-values of one kind are adjusted together 
 enough evidence for it, with Benjamini–Hochberg at a false discovery rate of 5% (q is the adjusted p-value):
 - chance, "answers not above chance": one-sided exact binomial test of reference matches against the
   rater's chance_match, over gold and majority checks pooled. Gold alone cannot do this in time: at a 5% gold
-  rate a rater has 2–3 gold answers after 50 judgments, and a careful rater (75% accurate) needs about 50
-  decisive gold answers (1,000 judgments) before "not significantly above 0.5" stops misfiring more than 1 in
-  40 times. Here BH certifies raters as above chance and the flag goes to those with at least
-  MIN_REFERENCE_CHECKS checks who are not certified; the minimum is what keeps careful raters clear of it.
-- position_bias: two-sided binomial test of the left share against 0.5; flagged when q < 5% and the share
-  is outside 50% ± POSITION_BIAS_MIN_EFFECT (a 52% left share over 5,000 answers is real but harmless).
+  rate a rater has 2–3 gold answers after 50 judgments, and "not significantly above 0.5" misfires on a rater
+  whose decisive gold accuracy is 75% 63% of the time at 8 gold answers, 11% at 30, and only drops under 3% at
+  about 50 (1,000 judgments). "Not above chance" is the absence of a discovery, so here BH certifies raters as
+  above chance and the flag goes to those with at least MIN_REFERENCE_CHECKS checks who are not certified; the
+  minimum, not the FDR, is what keeps careful raters clear of it.
+- position_bias: two-sided binomial test of the left share against 0.5; flagged when q < 5% and the share's
+  95% Wilson interval lies wholly outside 50% ± POSITION_BIAS_MIN_EFFECT, so that the bias is both real and
+  large (a 52% left share over 5,000 answers is real, p = 0.005, but harmless).
 - self_inconsistency: one-sided binomial test that self-consistency is below SELF_CONSISTENCY_EXPECTED.
 - speed: one-sided binomial test that the too-fast share is above TOO_FAST_TOLERANCE.
 - low_reliability: not a frequentist test (MACE gives no p-value): reliability below RELIABILITY_FLOOR once
   the rater has MIN_RELIABILITY_COMPARISONS first judgments.
 
-Tuning (tests/labeling/quality/simulation.py, 200 simulated projects: 8 careful raters at 75% accuracy with
-150 judgments each and one each of random clicker, always-left, adversarial and speeder with 50 judgments,
-overlap 3, 5% gold, 5% repeats): SIMULATION_FIGURES.
+Tuning. tests/labeling/quality/simulation.py simulates projects (`python -m tests.labeling.quality.simulation
+200` prints these figures): 8 careful raters, 75% accurate (errors spread over the other three outcomes,
+drawn afresh on a repeat), 150 judgments each, judging alongside a random clicker (uniform over the four
+outcomes), an always-left rater, an adversary (swaps a and b, random side on ties) and a speeder (random, about
+1.2 s) with 50 judgments each; overlap 3, 5% gold, 5% repeats. Share of raters flagged, 200 projects a line:
+
+                                     careful        random  always-left  adversary  speeder
+    as above                         0 of 1,600      97.5%     100%        100%       100%
+    everyone at 50 judgments         0.3%            93.5%     100%        100%       100%
+    careful raters 65% accurate      0.5%            89.5%     100%        100%       100%
+    random clicker on a/b only       0               99.5%     100%        100%       100%
+    65% accurate, everyone at 50     6.1%            85.5%     100%        100%       100%
+    bad raters at 75 judgments       0               98.5%     100%        100%       100%
+    bad raters at 30 judgments       0                0        100%          0        100%
+    overlap 2                        0               98.5%     100%        100%       100%
+
+At 50 judgments the random clicker and the adversary are caught by low_reliability (a careful rater's MACE
+reliability has a 1st percentile of 0.45 at 150 judgments and 0.28 at 50; a random clicker's 99th percentile
+is 0.23 and 0.30), the always-left rater by position_bias, the speeder by speed; chance takes over as checks
+accrue (it flags 89% of random clickers at 75 judgments). MIN_REFERENCE_CHECKS = 30 because careful raters
+with 50 judgments (about 19 checks) were flagged "not above chance" 11% of the time at a minimum of 20, 0.6%
+at 25 and never at 30. RELIABILITY_FLOOR = 0.2 rather than 0.25, which would catch 99.5% of random clickers
+at 50 judgments but flag 0.6% of careful raters when everyone is at 50 and 10% in the 65% case. Below 30
+comparisons nothing but position bias and speed can fire, by design. The 65%-at-50 line is the limit of what
+50 judgments can tell: some careful raters there are not yet distinguishable from guessing.
 
 Project level (`ProjectQuality`): Krippendorff's alpha (nominal, on outcome; krippendorff package) with a
 percentile bootstrap interval over comparisons, alpha per criterion likewise, pairwise agreement (share of
@@ -60,18 +84,23 @@ two figures in consecutive windows. Windows split the first judgments, in id ord
 equal blocks of at least MIN_WINDOW_JUDGMENTS; a comparison belongs to the window of its first judgment, so
 its votes are never split.
 
-Performance: PERFORMANCE_FIGURE.
+Performance: `build_report` on 1,000,000 judgments (300 raters, 317,000 comparisons, overlap 3, 5% repeats,
+two criteria, n_bootstrap=1000, given as a DataFrame) took 18 s on 2 cores (other jobs running), 1 GB of
+memory; 15 s of it are MACE's 30 EM iterations (crowd-kit on pandas frames), 2 s the per-rater Wilson
+intervals (scipy's binomtest, ~6 ms a rater: 1,000 raters took 23 s). A list of 1,000,000 dicts costs 1.5 s
+more to become a frame. The bootstraps collapse comparisons into their distinct vote patterns, so 1,000
+resamples of alpha cost milliseconds (see stats.bootstrap_interval).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from crowdkit.aggregation import MACE
+from crowdkit.aggregation import DawidSkene
 
 from labeling.quality.stats import (
     FDR,
@@ -90,15 +119,20 @@ OUTCOMES = ("a", "b", "tie", "both_bad")
 CRITERION_OUTCOMES = ("a", "b", "tie")
 A, B, TIE, BOTH_BAD = range(4)
 
-MIN_REFERENCE_CHECKS = 30
-POSITION_BIAS_MIN_EFFECT = 0.10
-SELF_CONSISTENCY_EXPECTED = 0.5
-TOO_FAST_TOLERANCE = 0.10
-RELIABILITY_FLOOR = 0.2
-MIN_RELIABILITY_COMPARISONS = 30
-MIN_WINDOW_JUDGMENTS = 200
-# crowd-kit 1.4.2 starts every MACE restart from the same seeded point, so one restart loses nothing.
-MACE_ITERATIONS = 30
+# Thresholds (the module docstring has the simulation behind them).
+CAREFUL_KAPPA = 0.4  # the chance test's "careful" hypothesis: kappa with the truth of at least this
+CHANCE_FWER = 0.05  # chance flags: family-wise error rate over raters and over every look (Bonferroni + Ville)
+MIN_REFERENCE_CHECKS = 10  # first judgments before the chance test runs (its plug-in shares need a few)
+GUESS_SMOOTHING = 0.1  # share of the rater's own answer shares kept in the careful hypothesis' guesses
+POSITION_BIAS_MIN_EFFECT = 0.10  # a left share within 40–60% is not flagged however sure we are of it
+SELF_CONSISTENCY_EXPECTED = 0.5  # flagged: repeating one's own answer significantly less often than this
+TOO_FAST_TOLERANCE = 0.10  # anyone may answer an easy pair fast; flagged: significantly more too-fast answers
+RELIABILITY_FLOOR = 0.2  # a reliability below this weighs 0 in the "reliability" weighting
+MIN_WINDOW_JUDGMENTS = 200  # the smallest over-time window, in first judgments
+# Dawid–Skene EM: at most DS_ITERATIONS rounds, fewer once the evidence lower bound gains under DS_TOLERANCE.
+DS_ITERATIONS = 30
+DS_TOLERANCE = 1e-5
+CONFUSION_FLOOR = 1e-3  # smallest P(answer | truth) used when scoring answers against the fit
 
 
 @dataclass(frozen=True)
@@ -108,7 +142,7 @@ class QualitySettings:
 
 @dataclass(frozen=True)
 class Flag:
-    kind: str  # "chance", "position_bias", "self_inconsistency", "speed" or "low_reliability"
+    kind: str  # "chance", "position_bias", "self_inconsistency" or "speed"
     reason: str  # plain words with the numbers, for the page
 
 
@@ -131,14 +165,12 @@ class RaterQuality:
     self_consistency: Interval | None
     too_fast_share: Interval | None
     reliability: float | None
+    chance_evidence: float | None = None  # log10 likelihood ratio, chance : careful (the chance test's statistic)
+    vote_weight: float = 0.0  # weight of their votes in the "reliability" weighting (`rater_weights`)
     flags: list[Flag] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {
-            key: value.as_dict() if isinstance(value, Interval) else value
-            for key, value in ((f, getattr(self, f)) for f in self.__dataclass_fields__)
-            if key != "flags"
-        } | {"flags": [asdict(flag) for flag in self.flags]}
+        return _interval_dict(self) | {"flags": [asdict(flag) for flag in self.flags]}
 
 
 @dataclass(frozen=True)
@@ -192,7 +224,8 @@ class ComparisonLabel:
 
 def _interval_dict(obj) -> dict:
     return {
-        f: (v.as_dict() if isinstance(v, Interval) else v) for f, v in ((f, getattr(obj, f)) for f in obj.__dataclass_fields__)
+        f: (v.as_dict() if isinstance(v, Interval) else v)
+        for f, v in ((f, getattr(obj, f)) for f in obj.__dataclass_fields__)
     }
 
 
@@ -205,7 +238,14 @@ def build_report(
     seed: int = 0,
     windows: int = 20,
 ) -> QualityReport:
-    """Per-rater quality with flags and project-level agreement (see the module docstring)."""
+    """Per-rater quality with flags, and project-level agreement (see the module docstring for every figure).
+
+    n_bootstrap resamples stand behind each bootstrap interval (alpha, per-criterion alpha, pairwise agreement,
+    and the same in each of up to `windows` over-time windows); seed makes them reproducible. Raters come back
+    sorted by name; a record's rater is read as str. Raises ValueError, naming the judgment, for an unknown
+    outcome, side or criterion answer, a second first judgment of a comparison by one rater, or a repeat that
+    points at another rater's or another comparison's judgment.
+    """
     frame = judgment_frame(records)
     if frame.empty:
         return QualityReport(raters=[], project=ProjectQuality(0, 0, 0, None, {}, None, []))
@@ -216,8 +256,8 @@ def build_report(
     gold_code = _gold_codes(gold, comparisons)
     votes = _vote_counts(c[first], frame["outcome"].to_numpy()[first], len(comparisons))
 
-    columns = _rater_columns(frame, r, first, c, votes, gold_code, settings, len(raters))
-    columns["reliability"] = _reliability(r[first], c[first], frame["outcome"].to_numpy()[first], len(raters))
+    worker = _worker_model(r[first], c[first], frame["outcome"].to_numpy()[first], gold_code, len(raters))
+    columns = _rater_columns(frame, r, first, c, votes, gold_code, worker, settings, len(raters))
     qualities = [_rater_quality(name, i, columns) for i, name in enumerate(raters)]
     qualities = _with_flags(qualities, settings)
 
@@ -287,7 +327,7 @@ def _vote_counts(c: np.ndarray, labels: np.ndarray, n_comparisons: int, n_labels
     return np.bincount(c * n_labels + labels, minlength=n_comparisons * n_labels).reshape(n_comparisons, n_labels)
 
 
-def _rater_columns(frame, r, first, c, votes, gold_code, settings, n_raters) -> dict[str, np.ndarray]:
+def _rater_columns(frame, r, first, c, votes, gold_code, worker, settings, n_raters) -> dict[str, np.ndarray]:
     """Per-rater counts, as arrays indexed by rater code."""
     outcome = frame["outcome"].to_numpy()
     time_ms = frame["time_ms"].to_numpy()
@@ -325,15 +365,17 @@ def _rater_columns(frame, r, first, c, votes, gold_code, settings, n_raters) -> 
     cols["gold_n"] = count(gold_decisive, first)
     cols["gold_k"] = count(gold_decisive & (of == g), first)
 
-    reference = np.where(g >= 0, g, np.where(strict, majority, -1))
-    checked = reference >= 0
-    cols["reference_n"] = count(checked, first)
-    cols["reference_k"] = count(checked & (of == reference), first)
-    cols["reference_gold"] = count(checked & (g >= 0), first)
-    own = np.bincount(rf[checked] * 4 + of[checked], minlength=n_raters * 4).reshape(n_raters, 4)
-    ref = np.bincount(rf[checked] * 4 + reference[checked], minlength=n_raters * 4).reshape(n_raters, 4)
+    # Reference checks: every first judgment against the worker model's leave-one-out answer (gold where known).
+    reference = worker.reference.argmax(axis=1)
+    cols["reference_n"] = cols["comparisons"]
+    cols["reference_k"] = count(of == reference, first)
+    cols["reference_gold"] = count(g >= 0, first)
+    own = np.bincount(rf * 4 + of, minlength=n_raters * 4).reshape(n_raters, 4)
+    ref = np.bincount(rf * 4 + reference, minlength=n_raters * 4).reshape(n_raters, 4)
     with np.errstate(invalid="ignore", divide="ignore"):
         cols["chance_match"] = (own * ref).sum(axis=1) / cols["reference_n"] ** 2
+    cols["reliability"] = worker.reliability
+    cols["chance_log_lr"] = worker.chance_log_lr
 
     # Self-consistency: each repeat against the first judgment it repeats, in A/B terms.
     repeats = np.flatnonzero(~first)
@@ -352,24 +394,69 @@ def _rater_columns(frame, r, first, c, votes, gold_code, settings, n_raters) -> 
     return cols
 
 
-def _reliability(r: np.ndarray, c: np.ndarray, labels: np.ndarray, n_raters: int) -> np.ndarray:
-    """MACE competence per rater code (nan for a rater without first judgments)."""
-    reliability = np.full(n_raters, np.nan)
+@dataclass(frozen=True)
+class WorkerModel:
+    """What the gold-anchored Dawid–Skene fit says, per first judgment and per rater code."""
+
+    reference: np.ndarray  # first judgments × 4: the item's truth as the OTHER raters and gold say (leave-one-out)
+    reliability: np.ndarray  # per rater: Cohen's kappa of their answers with that truth, clipped to [0, 1]
+    chance_log_lr: np.ndarray  # per rater: log likelihood ratio, answering by chance : answering like CAREFUL_KAPPA
+
+
+def _worker_model(
+    r: np.ndarray, c: np.ndarray, labels: np.ndarray, gold_code: np.ndarray, n_raters: int
+) -> WorkerModel:
+    """Dawid–Skene (crowd-kit) over first judgments with gold answers clamped, then per rater the
+    leave-one-out truth of each of their items, their kappa with it and the chance test's likelihood ratio."""
+    n_comparisons, k = len(gold_code), len(OUTCOMES)
     if len(r) == 0:
-        return reliability
-    order = np.argsort(c, kind="stable")  # grouping by task is the E-step's cost; sorted tasks group fastest
-    # crowd-kit 1.4.2's MACE indexes its parameters by order of first appearance (pd.factorize) but fills the
-    # guessing distributions from a sorted groupby: unless workers and labels are numbered in order of first
-    # appearance, those get swapped between raters and between outcomes (an always-left rater then came out at
-    # 0.32 instead of 0.06). Numbering them so makes the two orders agree.
-    workers, raters = pd.factorize(r[order])
-    answers, _ = pd.factorize(labels[order])
-    data = pd.DataFrame({"task": c[order], "worker": workers, "label": answers})
-    with warnings.catch_warnings():  # crowd-kit 1.4.2 calls set_index(inplace=True), which pandas 3.1 deprecates
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = MACE(n_restarts=1, n_iter=MACE_ITERATIONS, random_state=0).fit(data)
-    reliability[raters] = model.spamming_[:, 1]
-    return reliability
+        empty = np.full(n_raters, np.nan)
+        return WorkerModel(np.zeros((0, k)), empty, empty.copy())
+    data = pd.DataFrame({"task": c, "worker": r, "label": labels})
+    has_gold = np.flatnonzero(gold_code >= 0)
+    true_labels = pd.Series(gold_code[has_gold], index=has_gold) if len(has_gold) else None
+    with warnings.catch_warnings():  # crowd-kit 1.4.2 uses pandas idioms that pandas 3 deprecates
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+        model = DawidSkene(n_iter=DS_ITERATIONS, tol=DS_TOLERANCE).fit(data, true_labels=true_labels)
+    # errors_: (worker, given label) × true label -> P(given | true). A label a rater never gave stays at the floor;
+    # so does one they never gave for some truth, so that a single such answer cannot rule that truth out.
+    errors = np.full((n_raters, k, k), CONFUSION_FLOOR)
+    table = model.errors_.reindex(columns=range(k), fill_value=1.0)
+    workers, given = (table.index.get_level_values(i).to_numpy(dtype=np.int64) for i in (0, 1))
+    errors[workers, given] = np.maximum(table.to_numpy(), CONFUSION_FLOOR)
+    log_prior = np.log(np.maximum(model.priors_.reindex(range(k), fill_value=0.0).to_numpy(dtype=float), 1e-12))
+    # Leave-one-out: each item's log posterior from the prior and everyone's answers, less this rater's own
+    # answer, so that a rater is never checked against their own vote; gold items are their gold answer.
+    own = np.log(errors[r, labels])
+    log_posterior = np.tile(log_prior, (n_comparisons, 1))
+    np.add.at(log_posterior, c, own)
+    reference = log_posterior[c] - own
+    reference = np.exp(reference - reference.max(axis=1, keepdims=True))
+    reference /= reference.sum(axis=1, keepdims=True)
+    gold_rows = gold_code[c] >= 0
+    reference[gold_rows] = np.eye(k)[gold_code[c][gold_rows]]
+
+    n = np.bincount(r, minlength=n_raters).astype(float)
+    given_share = np.zeros((n_raters, k))
+    np.add.at(given_share, (r, labels), 1.0)
+    truth_share = np.zeros((n_raters, k))
+    np.add.at(truth_share, r, reference)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        given_share /= n[:, None]
+        truth_share /= n[:, None]
+        matched = np.bincount(r, weights=reference[np.arange(len(r)), labels], minlength=n_raters) / n
+        chance = (given_share * truth_share).sum(axis=1)
+        kappa = (matched - chance) / (1 - chance)
+        # The chance test (module docstring): H1 answers from the rater's own answer shares whatever the item;
+        # H0 knows the truth with probability CAREFUL_KAPPA and otherwise guesses from `guess`, chosen so that
+        # both hypotheses give the rater's answer shares.
+        guess = np.maximum(given_share - CAREFUL_KAPPA * truth_share, 0) + GUESS_SMOOTHING * given_share
+        guess /= guess.sum(axis=1, keepdims=True)
+        h1 = given_share[r, labels]
+        h0 = CAREFUL_KAPPA * reference[np.arange(len(r)), labels] + (1 - CAREFUL_KAPPA) * guess[r, labels]
+        chance_log_lr = np.bincount(r, weights=np.log(h1 / h0), minlength=n_raters)
+    chance_log_lr[n == 0] = np.nan
+    return WorkerModel(reference=reference, reliability=np.clip(kappa, 0.0, 1.0), chance_log_lr=chance_log_lr)
 
 
 def _rater_quality(name: str, i: int, cols: dict[str, np.ndarray]) -> RaterQuality:
@@ -400,7 +487,13 @@ def _rater_quality(name: str, i: int, cols: dict[str, np.ndarray]) -> RaterQuali
         self_consistency=share("repeat_k", "repeat_n", p=SELF_CONSISTENCY_EXPECTED, alternative="less"),
         too_fast_share=share("too_fast", "judgments", p=TOO_FAST_TOLERANCE, alternative="greater"),
         reliability=_number(cols["reliability"][i]),
+        chance_evidence=_number(cols["chance_log_lr"][i] / np.log(10)),
+        vote_weight=_vote_weight(_number(cols["reliability"][i])),
     )
+
+
+def _vote_weight(reliability: float | None) -> float:
+    return reliability if reliability is not None and reliability >= RELIABILITY_FLOOR else 0.0
 
 
 def _number(x) -> float | None:
@@ -414,17 +507,21 @@ def _with_flags(qualities: list[RaterQuality], settings: QualitySettings) -> lis
         family = [q for q in qualities if getattr(q, figure) is not None and getattr(q, figure).n >= minimum]
         return family, bh_adjust([getattr(q, figure).p_value for q in family])
 
-    family, qs = tested("reference_match", MIN_REFERENCE_CHECKS)
-    for q, q_value in zip(family, qs, strict=True):
-        if q_value > FDR:
+    family = [q for q in qualities if q.chance_evidence is not None and q.comparisons >= MIN_REFERENCE_CHECKS]
+    threshold = np.log10(len(family) / CHANCE_FWER) if family else np.inf
+    for q in family:
+        if q.chance_evidence >= threshold:
             m = q.reference_match
+            careful = CAREFUL_KAPPA + (1 - CAREFUL_KAPPA) * q.chance_match
             flags[q.rater].append(
                 Flag(
                     "chance",
-                    f"Answers are not above chance: they match the reference in {_count(m)} checks "
-                    f"({m.n - q.gold_checks} majorities of other raters, {q.gold_checks} gold answers), {_share(m)}, "
-                    f"against {q.chance_match:.0%} expected by chance ({_p(m.p_value, q_value, len(family))})."
-                    + _gold(q),
+                    f"Answers look like chance: over {_n(q.comparisons, 'comparison')} they are "
+                    f"{_odds(q.chance_evidence)} to 1 more likely from a rater answering whatever the item than "
+                    f"from a careful one; {_odds(threshold)} to 1 flags ({_n(len(family), 'rater')} tested, "
+                    f"{CHANCE_FWER:.0%} / {len(family)} each). They match the other raters' and gold answers in "
+                    f"{_count(m)} ({_share(m)}), where chance gives {q.chance_match:.0%} and a careful rater "
+                    f"at least {careful:.0%}." + _gold(q),
                 )
             )
     family, qs = tested("position_bias", MIN_N)
@@ -462,21 +559,7 @@ def _with_flags(qualities: list[RaterQuality], settings: QualitySettings) -> lis
                     f"above the {TOO_FAST_TOLERANCE:.0%} tolerated ({_p(m.p_value, q_value, len(family))}).",
                 )
             )
-    for q in qualities:
-        if q.reliability is not None and q.comparisons >= MIN_RELIABILITY_COMPARISONS and q.reliability < RELIABILITY_FLOOR:
-            flags[q.rater].append(
-                Flag(
-                    "low_reliability",
-                    f"Worker-model reliability {q.reliability:.2f} is below {RELIABILITY_FLOOR:.2f} over "
-                    f"{q.comparisons} comparisons (MACE: the estimated share of answers that track the item "
-                    "rather than a guess).",
-                )
-            )
-    return [_replace_flags(q, flags[q.rater]) for q in qualities]
-
-
-def _replace_flags(q: RaterQuality, flags: list[Flag]) -> RaterQuality:
-    return RaterQuality(**{f: getattr(q, f) for f in q.__dataclass_fields__ if f != "flags"}, flags=flags)
+    return [replace(q, flags=flags[q.rater]) for q in qualities]
 
 
 def _count(m: Interval) -> str:
@@ -489,7 +572,15 @@ def _share(m: Interval) -> str:
 
 def _gold(q: RaterQuality) -> str:
     g = q.gold_accuracy
-    return f" Gold accuracy {_share(g)[:-1]}, {g.n} decisive gold answer{'s' * (g.n != 1)})." if g else ""
+    return f" Gold accuracy {_share(g)[:-1]}, {_n(g.n, 'decisive gold answer')})." if g else ""
+
+
+def _odds(log10_ratio: float) -> str:
+    return f"{10**log10_ratio:,.0f}" if log10_ratio < 6 else f"10^{log10_ratio:.0f}"
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
 
 
 def _p(p_value: float, q_value: float, family: int) -> str:
@@ -522,7 +613,10 @@ def _patterns(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pairable = votes[votes.sum(axis=1) >= 2]
     if len(pairable) == 0:
         return np.zeros((0, votes.shape[1]), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.unique(pairable, axis=0, return_counts=True)
+    # One integer per pattern (its counts as digits): np.unique on integers is far faster than on rows.
+    base = int(pairable.max()) + 1
+    _, first, counts = np.unique(pairable @ base ** np.arange(votes.shape[1]), return_index=True, return_counts=True)
+    return pairable[first], counts
 
 
 def _alpha_interval(votes: np.ndarray, n_bootstrap: int, seed: int) -> Interval | None:
@@ -590,16 +684,16 @@ def rater_weights(report: QualityReport, mode: str) -> dict[str, float]:
     """Vote weight per rater for `comparison_labels`.
 
     "equal": 1 for everyone. "exclude_flagged": 0 for a rater with any flag, 1 otherwise. "reliability": the
-    rater's MACE reliability (0 for a rater without one), which is already near 0 for random, always-left,
-    adversarial and speeding raters (see SIMULATION_FIGURES) and near the careful raters' accuracy above chance
-    for careful ones, so the weighted vote is roughly a vote of the knowing answers.
+    rater's MACE reliability as it is (0 for a rater without one): the share of their answers that reflect the
+    item, which in the simulation is 0.00–0.06 (median) for random, always-left, adversarial and speeding
+    raters and 0.65 for careful ones, so no further mapping is needed for guessers to weigh about nothing.
     """
     if mode == "equal":
         return {q.rater: 1.0 for q in report.raters}
     if mode == "exclude_flagged":
         return {q.rater: 0.0 if q.flags else 1.0 for q in report.raters}
     if mode == "reliability":
-        return {q.rater: q.reliability or 0.0 for q in report.raters}
+        return {q.rater: q.vote_weight for q in report.raters}
     raise ValueError(f"Unknown weight mode {mode!r}; expected one of {', '.join(WEIGHT_MODES)}.")
 
 

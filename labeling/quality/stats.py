@@ -253,7 +253,8 @@ def leaderboard(
     replicates = np.array([ratings(s) for s in rng.multinomial(counts.sum(), counts / counts.sum(), n_bootstrap)])
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(replicates, [tail, 100 - tail], axis=0)
-    played = np.bincount(kinds[:, 0], weights=counts, minlength=k) + np.bincount(kinds[:, 1], weights=counts, minlength=k)
+    played = np.bincount(kinds[:, 0], weights=counts, minlength=k)
+    played += np.bincount(kinds[:, 1], weights=counts, minlength=k)
     board = [
         {
             "source": source,

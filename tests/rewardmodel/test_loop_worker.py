@@ -26,7 +26,7 @@ from config.broker import filesystem_transport_options
 from labeling.models import Comparison, Judgment
 from rewardmodel.actions import request_retrain
 from rewardmodel.models import ProjectLoop, ResponseReward, RewardModelVersion, Trigger
-from rewardmodel.tasks import reconcile
+from rewardmodel.tasks import reconcile, wait_for_publisher
 from tests.brokers import use_broker
 from tests.factories import ProjectFactory
 from tests.rewardmodel.conftest import marker_project
@@ -275,6 +275,7 @@ def test_a_broker_that_is_down_never_reaches_the_rater_and_the_retrain_happens_l
     project = labeling_project(retrain_every=14)
     with use_broker(CLOSED_PORT_URL, redis_options()):
         timings = judge_through_the_api(project, 16)
+        assert wait_for_publisher()  # its one attempt at the closed port, recorded on the loop row
     assert max(timings) < 1.0, timings
     assert Judgment.objects.filter(project=project).count() == 16
     loop = ProjectLoop.objects.get(project=project)

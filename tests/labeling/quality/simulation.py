@@ -1,15 +1,16 @@
 """A simulated labeling project: careful raters plus known bad behaviours, with gold items and repeats.
 
-Used by the tests and by the threshold tuning quoted in labeling/quality/report.py. Truth per comparison is
-drawn from TRUTH_SHARES; a careful rater gives the truth with probability `careful_accuracy` and otherwise one
-of the three other outcomes at random, independently on a repeat (the hardest case for self-consistency).
+Used by the tests, by the threshold tuning quoted in labeling/quality/report.py (`flag_rates`; run this module
+to print the figures) and, through `large_frame`, by the report's timing on a million judgments. Truth per
+comparison is drawn from TRUTH_SHARES; a careful rater gives the truth with probability `careful_accuracy` and
+otherwise one of the three other outcomes at random, independently on a repeat (the hardest case for
+self-consistency).
 """
 
 import numpy as np
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
 TRUTH_SHARES = (0.4, 0.4, 0.12, 0.08)
-BEHAVIOURS = ("careful", "random", "always_left", "adversarial", "speeder")
 
 
 def simulate(
@@ -105,8 +106,9 @@ def flag_rates(*, seeds: range, **scenario) -> dict[str, dict[str, float]]:
             kind = behaviour[q.rater]
             raters[kind] = raters.get(kind, 0) + 1
             counts = flagged.setdefault(kind, {})
-            for name in {"any"} | {f.kind for f in q.flags} if q.flags else ():
-                counts[name] = counts.get(name, 0) + 1
+            if q.flags:
+                for name in {"any"} | {f.kind for f in q.flags}:
+                    counts[name] = counts.get(name, 0) + 1
             careful_flagged |= kind == "careful" and bool(q.flags)
         careful_projects += careful_flagged
     rates = {kind: {name: n / raters[kind] for name, n in flagged.get(kind, {}).items()} for kind in raters}
@@ -128,10 +130,10 @@ if __name__ == "__main__":  # python -m tests.labeling.quality.simulation: the f
         "bad raters at 75 judgments": {"bad_judgments": 75},
         "overlap 2": {"overlap": 2},
     }
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    projects = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     for title, scenario in scenarios.items():
-        rates = flag_rates(seeds=range(n), **scenario)
-        print(title, json.dumps({k: {n: round(v, 3) for n, v in sorted(r.items())} for k, r in rates.items()}))
+        rates = flag_rates(seeds=range(projects), **scenario)
+        print(title, json.dumps({k: {f: round(v, 3) for f, v in sorted(r.items())} for k, r in rates.items()}))
 
 
 def large_frame(*, judgments: int, raters: int = 300, seed: int = 0):

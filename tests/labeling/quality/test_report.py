@@ -156,7 +156,9 @@ def test_alpha_per_criterion_uses_the_criterion_answers():
     assert criteria["honesty"].value == pytest.approx(1.0)
     # harm: c1 is the only comparison with two answers, and they differ: alpha = 1 - D_o / D_e = 1 - 2 / 2 = 0
     assert criteria["harm"].value == pytest.approx(0.0)
-    assert criteria["harm"].value == pytest.approx(krippendorff_alpha({1: {"alice": "tie", "bob": "a"}, 2: {"bob": "b"}}))
+    assert criteria["harm"].value == pytest.approx(
+        krippendorff_alpha({1: {"alice": "tie", "bob": "a"}, 2: {"bob": "b"}})
+    )
 
 
 def test_over_time_windows_hold_each_first_judgment_once_in_id_order():
@@ -212,17 +214,16 @@ def test_flag_reasons_give_the_numbers():
 def test_reliability_does_not_depend_on_how_raters_are_named():
     # Renaming reverses the raters' sorted order; the worker model must give each rater the same reliability.
     records, gold, _ = simulate(seed=5)
-    renamed = [dict(r, rater=f"{99 - i:02d}-{r['rater']}") for r in records for i in [_rank(records, r["rater"])]]
+    rank = {name: i for i, name in enumerate(sorted({r["rater"] for r in records}))}
+    renamed = [dict(r, rater=f"{99 - rank[r['rater']]:02d}-{r['rater']}") for r in records]
 
     before = {q.rater: q.reliability for q in build_report(records, gold, SETTINGS, n_bootstrap=20).raters}
-    after = {q.rater.split("-", 1)[1]: q.reliability for q in build_report(renamed, gold, SETTINGS, n_bootstrap=20).raters}
+    after = {
+        q.rater.split("-", 1)[1]: q.reliability for q in build_report(renamed, gold, SETTINGS, n_bootstrap=20).raters
+    }
 
     assert after == pytest.approx(before, abs=1e-3)
     assert before["always_left"] < 0.2 < min(v for k, v in before.items() if k.startswith("careful"))
-
-
-def _rank(records, rater):
-    return sorted({r["rater"] for r in records}).index(rater)
 
 
 def test_weight_modes():

@@ -1,5 +1,5 @@
-import numpy as np
 import krippendorff
+import numpy as np
 import pytest
 
 from labeling.quality.stats import (
