@@ -128,7 +128,10 @@ def simulate(project: Project, *, check_every: int, seed: int, max_rounds: int) 
     check_seconds = 0.0
     while rounds < max_rounds:
         served = 0
-        for name in CAREFUL + BAD:
+        # Raters come in a fresh random order each round: in a fixed order the same three raters would take
+        # each new comparison together, round after round, and the bad raters would mostly judge alongside
+        # each other.
+        for name in rng.sample(CAREFUL + BAD, len(CAREFUL + BAD)):
             lease = next_comparison_for(rater=users[name], project=project)
             if lease is None:
                 continue

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 # After a failure, how long every process thread skips Redis.
-PAUSE_SECONDS = 10.0
+PAUSE_SECONDS = 30.0
 
 
 class FailOpenRedisCache(RedisCache):

@@ -1,4 +1,5 @@
-"""Bounds on request bodies that hold for every view, before any view parses one.
+"""Bounds on what a request can carry, for every view: JSON bodies (checked
+before any view parses one) and ids beyond what a database column holds.
 
 A JSON body nested deeper than JSON_MAX_DEPTH, or larger than
 DATA_UPLOAD_MAX_MEMORY_SIZE, is answered with 400 / 413 and a JSON message
@@ -14,7 +15,8 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
+from django.views.defaults import page_not_found
 
 # A JSON string, escapes included ("unrolled" so that long strings match in one sweep).
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -72,3 +74,29 @@ class BoundedJSONMiddleware:
             detail = f"JSON nested deeper than {settings.JSON_MAX_DEPTH} levels (or its brackets do not pair up)."
             return JsonResponse({"detail": detail}, status=400)
         return None
+
+
+class IdOverflowMiddleware:
+    """An id beyond a BIGINT names no row: 404, as any other id that names none.
+
+    Inputs are bounded where they are parsed (labeling.models.MAX_ID), and
+    Django range-checks lookups on integer primary keys; but a lookup through
+    a foreign key (the admin's pages of models keyed by their project, a URL
+    id passed to .filter(project_id=...)) reaches SQLite unchecked, and
+    SQLite cannot even bind the integer. PostgreSQL simply finds no row.
+    """
+
+    _SQLITE_OVERFLOW = "too large to convert to SQLite INTEGER"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not (isinstance(exception, OverflowError) and self._SQLITE_OVERFLOW in str(exception)):
+            return None
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": "Not found."}, status=404)
+        return page_not_found(request, Http404("No such object."))

@@ -104,6 +104,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Refuses JSON bodies too deep or too big before any view parses them.
     "config.middleware.BoundedJSONMiddleware",
+    # An id no database column can hold: 404 (SQLite raises on binding it).
+    "config.middleware.IdOverflowMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -293,7 +295,7 @@ def _caches(redis_url: str, var_dir: Path) -> dict:
                 "LOCATION": redis_url,
                 "KEY_PREFIX": "labeling",
                 # A Redis that does not answer must not hold a request up.
-                "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+                "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
             }
         }
     return {

@@ -7,74 +7,82 @@ Input. `build_report(records, gold, settings)` takes judgment records (mappings 
   created_at (optional, any orderable value: only passed through to the over-time windows);
 plus gold answers (comparison -> "a"/"b", comparisons whose decisive answer is known) and QualitySettings.
 
-Votes. Only first judgments are votes: agreement, the reference used by the chance test, Krippendorff's
-alpha, the worker model and `comparison_labels` never see a repeat. Repeats serve self-consistency only.
-Behaviour figures (time, too-fast share, tie / both-bad rates, position bias) use every judgment, since each
-one is a separate act of clicking. Outcomes are compared in A/B terms, which do not depend on the side shown.
+Votes. Only first judgments are votes: agreement, the worker model, the reference checks, Krippendorff's alpha
+and `comparison_labels` never see a repeat. Repeats serve self-consistency only. Behaviour figures (time,
+too-fast share, tie / both-bad rates, position bias) use every judgment, since each one is a separate act of
+clicking. Outcomes are compared in A/B terms, which do not depend on the side shown.
+
+Worker model. Dawid–Skene (crowd-kit's `DawidSkene`: a full confusion matrix P(answer | truth) per rater,
+fitted by EM over first judgments and the four outcomes) with the gold answers clamped as known truths
+(`true_labels`), so gold anchors every rater's matrix and the labels cannot swap. Dawid–Skene rather than MACE
+because it can be anchored by gold and it learns an adversary's flipped matrix, so an adversary's answers
+still inform the truth of the items they judged. From the fit, each first judgment gets a *leave-one-out
+reference*: the posterior of the item's truth given the prior and every OTHER rater's answer (the item's log
+posterior less the rater's own log likelihood term; confusion entries floored at CONFUSION_FLOOR), or the
+gold answer on gold items. A rater is never checked against their own vote.
 
 Per rater (`RaterQuality`), each proportion with its 95% Wilson interval:
 - gold_accuracy: correct / decisive answers on gold comparisons (a tie or both-bad on a gold item is left
   out here and shows in tie_rate), with the one-sided binomial p-value against chance (0.5).
 - agreement: how often the rater's outcome equals the leave-one-out majority of the OTHER raters of the
   comparison, over the comparisons where those others have a strict majority (more than half of their votes
-  on one outcome). Outcomes are four nominal categories: a tie agrees only with a tie majority, both-bad only
-  with a both-bad majority.
-- reference_match: the evidence the chance test uses (below): matches with the reference answer, which is
-  the gold answer on gold comparisons and the others' strict majority elsewhere; chance_match is the match
-  rate expected from a rater answering independently of the content (Σ over outcomes of the rater's share
-  times the reference's share, over the same comparisons, as in Cohen's kappa).
+  on one outcome). Outcomes are four nominal categories: a tie agrees only with a tie majority.
+- reference_match: matches with the most probable leave-one-out reference (the gold answer on gold items)
+  over all first judgments, gold_checks of them gold; chance_match is the match rate of a rater answering
+  independently of the item (Σ over outcomes of the rater's share times the reference's share, as in Cohen's
+  kappa), and the p-value is the one-sided binomial test against it (descriptive; flags use the test below).
+- reliability: MACE's competence (Hovy et al. 2013), the probability that an answer comes from knowing the
+  item rather than from the rater's own guessing distribution, estimated by the method of moments against the
+  soft leave-one-out reference r: if a rater answers the truth with probability κ and otherwise guesses, the
+  expected soft match Σ r(answer) exceeds its chance value by κ times what the reference can tell
+  (mean Σ_y r(y)² − Σ_y r̄(y)²), so κ = (soft match − chance) / that. Dividing by what the reference can tell
+  undoes the dilution a noisy reference causes (against others' answers alone a 75%-accurate rater's kappa is
+  about 0.2 at overlap 3; its competence is 0.475). 0 for any rater who answers whatever the item (random,
+  always-left, always-"a"), negative for an adversary; clipped to [0, 1].
+- vote_weight: reliability, or 0 below RELIABILITY_FLOOR or with any flag; the "reliability" weighting.
+  For a one-coin binary rater of competence κ the optimal weighted-majority weight (Nitzan & Paroush 1982) is
+  log((1 + κ) / (1 − κ)) ≈ 2κ (within 10% up to κ = 0.5), so weights proportional to κ are near-optimal, and
+  a weight of 0 for raters whose κ cannot be told from 0 keeps their votes from breaking careful raters' ties.
+- chance_evidence: log10 of the chance test's likelihood ratio (below).
 - position_bias: share of decisive answers (a/b) that went to the side shown on the left, with the two-sided
   binomial p-value against 0.5.
 - tie_rate, both_bad_rate, too_fast_share (time_ms < settings.min_time_ms), self_consistency (repeats whose
   outcome equals the first judgment's).
-- reliability: MACE's competence (crowd-kit, Hovy et al. 2013): the estimated probability that an answer is
-  given from knowing the item rather than by a rater-specific guessing distribution. Chosen over
-  Dawid–Skene's accuracy because it is 0 for every kind of spammer (random, always-left, always-"a") and for
-  an adversary (flipped answers are not "knowing" answers), so it works directly as a vote weight, and it
-  does not hinge on the share of ties. Fitted on first judgments over the four outcomes.
 
-Flags. Each is a test per rater, and p-values of one kind are adjusted together across the raters who have
-enough evidence for it, with Benjamini–Hochberg at a false discovery rate of 5% (q is the adjusted p-value):
-- chance, "answers not above chance": one-sided exact binomial test of reference matches against the
-  rater's chance_match, over gold and majority checks pooled. Gold alone cannot do this in time: at a 5% gold
-  rate a rater has 2–3 gold answers after 50 judgments, and "not significantly above 0.5" misfires on a rater
-  whose decisive gold accuracy is 75% 63% of the time at 8 gold answers, 11% at 30, and only drops under 3% at
-  about 50 (1,000 judgments). "Not above chance" is the absence of a discovery, so here BH certifies raters as
-  above chance and the flag goes to those with at least MIN_REFERENCE_CHECKS checks who are not certified; the
-  minimum, not the FDR, is what keeps careful raters clear of it.
-- position_bias: two-sided binomial test of the left share against 0.5; flagged when q < 5% and the share's
-  95% Wilson interval lies wholly outside 50% ± POSITION_BIAS_MIN_EFFECT, so that the bias is both real and
-  large (a 52% left share over 5,000 answers is real, p = 0.005, but harmless).
-- self_inconsistency: one-sided binomial test that self-consistency is below SELF_CONSISTENCY_EXPECTED.
-- speed: one-sided binomial test that the too-fast share is above TOO_FAST_TOLERANCE.
-- low_reliability: not a frequentist test (MACE gives no p-value): reliability below RELIABILITY_FLOOR once
-  the rater has MIN_RELIABILITY_COMPARISONS first judgments.
+Flags. Every flag is Wald's sequential probability ratio test: the likelihood ratio of "bad" against the
+null "fine", a nonnegative martingale with mean 1 while the null holds (a supermartingale across the composite
+nulls below), flagged once it reaches 20·m to 1, m the raters in the report. By Ville's inequality a rater
+for whom the null holds ever reaches 1/a with probability at most a, however many times the report is
+recomputed; with a = 5% / m (Bonferroni) the chance that ANY rater for whom the null holds is EVER flagged,
+of one kind, is at most FWER = 5%. (The fixed-sample binomial tests with Benjamini–Hochberg used before flagged
+7 of 8 careful raters in the benchmark, which recomputes the report 30 times.) The tests:
+- chance, "answers look like chance": per first judgment, H0 (careful): the rater knows the truth with
+  probability CAREFUL_KAPPA = 0.4 and otherwise guesses, so P(answer) = 0.4·r(answer) + 0.6·guess(answer) with
+  r the leave-one-out reference; the alternative is the mean of "by chance", P(answer) = the rater's own
+  answer share whatever the item, and "against the item", 2·share − P_H0 (H0 mirrored); all three give the
+  rater's answer shares. The likelihood ratio only moves where the reference knows something, so gold answers
+  count fully and a comparison whose other raters disagree counts for little. Careful raters have competence
+  0.475 (benchmark: 75% right on decisive answers, 5% ties) to 0.67 (simulation), inside H0. The test starts at
+  MIN_REFERENCE_CHECKS = 20 first judgments, before which the fit's plug-in shares are too rough.
+- position_bias: H0 left share within 50% ± POSITION_BIAS_MIN_EFFECT (a 52% left share over 5,000 answers is
+  real but harmless) against one side 90% of the time, either side (the mean of the two ratios).
+- self_inconsistency: H0 repeats the first answer at least 50% of the time, against 25% (unrelated).
+- speed: H0 at most 10% of judgments too fast, against 50%.
 
-Tuning. tests/labeling/quality/simulation.py simulates projects (`python -m tests.labeling.quality.simulation
-200` prints these figures): 8 careful raters, 75% accurate (errors spread over the other three outcomes,
-drawn afresh on a repeat), 150 judgments each, judging alongside a random clicker (uniform over the four
-outcomes), an always-left rater, an adversary (swaps a and b, random side on ties) and a speeder (random, about
-1.2 s) with 50 judgments each; overlap 3, 5% gold, 5% repeats. Share of raters flagged, 200 projects a line:
+What 50 judgments can tell. At overlap 3 with a third of the votes from bad raters, the others' answers on a
+rater's item are right about 75% of the time, and a 75%-accurate rater matches them 62.5% of the time against
+a random clicker's 50%: over 50 answers that is 31 ± 3.4 matches against 25 ± 3.5. Flagging the random clicker
+there without flagging careful raters more than 5% / 12 of the time would catch it about 1 time in 5 even
+in a single look; gold (5%) adds 2–3 perfect checks. So a random clicker is caught after 55–150 judgments,
+not 50; the other bad behaviours are caught within 25 (their evidence is strong per answer).
 
-                                     careful        random  always-left  adversary  speeder
-    as above                         0 of 1,600      97.5%     100%        100%       100%
-    everyone at 50 judgments         0.3%            93.5%     100%        100%       100%
-    careful raters 65% accurate      0.5%            89.5%     100%        100%       100%
-    random clicker on a/b only       0               99.5%     100%        100%       100%
-    65% accurate, everyone at 50     6.1%            85.5%     100%        100%       100%
-    bad raters at 75 judgments       0               98.5%     100%        100%       100%
-    bad raters at 30 judgments       0                0        100%          0        100%
-    overlap 2                        0               98.5%     100%        100%       100%
+Tuning. tests/labeling/quality/simulation.py simulates same-pace projects (`python -m
+tests.labeling.quality.simulation 100` prints the figures below): 8 careful raters, 75% accurate (errors
+spread over the other three outcomes, drawn afresh on a repeat), a random clicker (uniform over the four
+outcomes), an always-left rater, an adversary (swaps a and b, random side on ties) and a speeder (random,
+about 1.2 s), all with 150 judgments; overlap 3, 5% gold, 5% repeats. Share of raters flagged, 100 projects a line:
 
-At 50 judgments the random clicker and the adversary are caught by low_reliability (a careful rater's MACE
-reliability has a 1st percentile of 0.45 at 150 judgments and 0.28 at 50; a random clicker's 99th percentile
-is 0.23 and 0.30), the always-left rater by position_bias, the speeder by speed; chance takes over as checks
-accrue (it flags 89% of random clickers at 75 judgments). MIN_REFERENCE_CHECKS = 30 because careful raters
-with 50 judgments (about 19 checks) were flagged "not above chance" 11% of the time at a minimum of 20, 0.6%
-at 25 and never at 30. RELIABILITY_FLOOR = 0.2 rather than 0.25, which would catch 99.5% of random clickers
-at 50 judgments but flag 0.6% of careful raters when everyone is at 50 and 10% in the 65% case. Below 30
-comparisons nothing but position bias and speed can fire, by design. The 65%-at-50 line is the limit of what
-50 judgments can tell: some careful raters there are not yet distinguishable from guessing.
+SIMULATION_TABLE
 
 Project level (`ProjectQuality`): Krippendorff's alpha (nominal, on outcome; krippendorff package) with a
 percentile bootstrap interval over comparisons, alpha per criterion likewise, pairwise agreement (share of
@@ -85,11 +93,11 @@ equal blocks of at least MIN_WINDOW_JUDGMENTS; a comparison belongs to the windo
 its votes are never split.
 
 Performance: `build_report` on 1,000,000 judgments (300 raters, 317,000 comparisons, overlap 3, 5% repeats,
-two criteria, n_bootstrap=1000, given as a DataFrame) took 18 s on 2 cores (other jobs running), 1 GB of
-memory; 15 s of it are MACE's 30 EM iterations (crowd-kit on pandas frames), 2 s the per-rater Wilson
-intervals (scipy's binomtest, ~6 ms a rater: 1,000 raters took 23 s). A list of 1,000,000 dicts costs 1.5 s
-more to become a frame. The bootstraps collapse comparisons into their distinct vote patterns, so 1,000
-resamples of alpha cost milliseconds (see stats.bootstrap_interval).
+two criteria, n_bootstrap=1000, given as a DataFrame; `simulation.large_frame`) took 11 s on 2 cores, 1 GB of
+memory; about half of it is Dawid–Skene (crowd-kit on pandas frames, converged in 25 of at most DS_ITERATIONS
+EM iterations), 2 s the per-rater Wilson intervals (scipy's binomtest, ~6 ms a rater). A list of 1,000,000
+dicts costs 1.5 s more to become a frame. The bootstraps collapse comparisons into their distinct vote
+patterns, so 1,000 resamples of alpha cost milliseconds (see stats.bootstrap_interval).
 """
 
 from __future__ import annotations
@@ -103,15 +111,15 @@ import pandas as pd
 from crowdkit.aggregation import DawidSkene
 
 from labeling.quality.stats import (
-    FDR,
-    MIN_N,
+    FWER,
     Interval,
-    bh_adjust,
+    binomial_log10_lr,
     binomial_p,
     bootstrap_interval,
     nominal_alpha,
     pattern_alpha,
     pattern_pairwise_agreement,
+    sequential_threshold,
     wilson,
 )
 
@@ -121,12 +129,14 @@ A, B, TIE, BOTH_BAD = range(4)
 
 # Thresholds (the module docstring has the simulation behind them).
 CAREFUL_KAPPA = 0.4  # the chance test's "careful" hypothesis: kappa with the truth of at least this
-CHANCE_FWER = 0.05  # chance flags: family-wise error rate over raters and over every look (Bonferroni + Ville)
-MIN_REFERENCE_CHECKS = 10  # first judgments before the chance test runs (its plug-in shares need a few)
+MIN_REFERENCE_CHECKS = 20  # first judgments before the chance test runs (its plug-in shares and fit need a few)
 GUESS_SMOOTHING = 0.1  # share of the rater's own answer shares kept in the careful hypothesis' guesses
-POSITION_BIAS_MIN_EFFECT = 0.10  # a left share within 40–60% is not flagged however sure we are of it
-SELF_CONSISTENCY_EXPECTED = 0.5  # flagged: repeating one's own answer significantly less often than this
-TOO_FAST_TOLERANCE = 0.10  # anyone may answer an easy pair fast; flagged: significantly more too-fast answers
+POSITION_BIAS_MIN_EFFECT = 0.10  # null: a left share within 40–60% (harmless however sure we are of it)
+POSITION_BIAS_ALTERNATIVE = 0.9  # alternative: one side 90% of the time
+SELF_CONSISTENCY_EXPECTED = 0.5  # null: repeating one's own first answer at least this often
+SELF_CONSISTENCY_ALTERNATIVE = 0.25  # alternative: a repeat unrelated to the first answer (one of four)
+TOO_FAST_TOLERANCE = 0.10  # null: anyone may answer an easy pair fast, up to this share of judgments
+TOO_FAST_ALTERNATIVE = 0.5  # alternative: half of the judgments too fast
 RELIABILITY_FLOOR = 0.2  # a reliability below this weighs 0 in the "reliability" weighting
 MIN_WINDOW_JUDGMENTS = 200  # the smallest over-time window, in first judgments
 # Dawid–Skene EM: at most DS_ITERATIONS rounds, fewer once the evidence lower bound gains under DS_TOLERANCE.
@@ -399,7 +409,7 @@ class WorkerModel:
     """What the gold-anchored Dawid–Skene fit says, per first judgment and per rater code."""
 
     reference: np.ndarray  # first judgments × 4: the item's truth as the OTHER raters and gold say (leave-one-out)
-    reliability: np.ndarray  # per rater: Cohen's kappa of their answers with that truth, clipped to [0, 1]
+    reliability: np.ndarray  # per rater: MACE-style competence against that truth, clipped to [0, 1]
     chance_log_lr: np.ndarray  # per rater: log likelihood ratio, answering by chance : answering like CAREFUL_KAPPA
 
 
@@ -437,6 +447,7 @@ def _worker_model(
     reference[gold_rows] = np.eye(k)[gold_code[c][gold_rows]]
 
     n = np.bincount(r, minlength=n_raters).astype(float)
+    rows = np.arange(len(r))
     given_share = np.zeros((n_raters, k))
     np.add.at(given_share, (r, labels), 1.0)
     truth_share = np.zeros((n_raters, k))
@@ -444,19 +455,28 @@ def _worker_model(
     with np.errstate(invalid="ignore", divide="ignore"):
         given_share /= n[:, None]
         truth_share /= n[:, None]
-        matched = np.bincount(r, weights=reference[np.arange(len(r)), labels], minlength=n_raters) / n
+        matched = np.bincount(r, weights=reference[rows, labels], minlength=n_raters) / n
         chance = (given_share * truth_share).sum(axis=1)
-        kappa = (matched - chance) / (1 - chance)
-        # The chance test (module docstring): H1 answers from the rater's own answer shares whatever the item;
-        # H0 knows the truth with probability CAREFUL_KAPPA and otherwise guesses from `guess`, chosen so that
-        # both hypotheses give the rater's answer shares.
+        # What a rater who always knew the truth would score against this reference, less chance: how much the
+        # reference can tell (method of moments for MACE's competence; see the module docstring).
+        informative = np.bincount(r, weights=(reference**2).sum(axis=1), minlength=n_raters) / n
+        informative -= (truth_share**2).sum(axis=1)
+        competence = (matched - chance) / informative
+        # The chance test (module docstring): H0 knows the truth with probability CAREFUL_KAPPA and otherwise
+        # guesses from `guess`; the alternatives answer from the rater's own answer shares whatever the item
+        # (chance), or mirror H0 (against the item). All three give the rater's answer shares.
         guess = np.maximum(given_share - CAREFUL_KAPPA * truth_share, 0) + GUESS_SMOOTHING * given_share
         guess /= guess.sum(axis=1, keepdims=True)
-        h1 = given_share[r, labels]
-        h0 = CAREFUL_KAPPA * reference[np.arange(len(r)), labels] + (1 - CAREFUL_KAPPA) * guess[r, labels]
-        chance_log_lr = np.bincount(r, weights=np.log(h1 / h0), minlength=n_raters)
+        careful = CAREFUL_KAPPA * reference[rows, labels] + (1 - CAREFUL_KAPPA) * guess[r, labels]
+        by_chance = given_share[r, labels]
+        against = np.maximum(2 * by_chance - careful, GUESS_SMOOTHING * by_chance)
+        log_chance = np.bincount(r, weights=np.log(by_chance / careful), minlength=n_raters)
+        log_against = np.bincount(r, weights=np.log(against / careful), minlength=n_raters)
+    # The two alternatives weigh half each: the mean of two likelihood ratios is still one under H0.
+    chance_log_lr = np.logaddexp(log_chance, log_against) - np.log(2)
     chance_log_lr[n == 0] = np.nan
-    return WorkerModel(reference=reference, reliability=np.clip(kappa, 0.0, 1.0), chance_log_lr=chance_log_lr)
+    competence[~np.isfinite(competence)] = np.nan
+    return WorkerModel(reference=reference, reliability=np.clip(competence, 0.0, 1.0), chance_log_lr=chance_log_lr)
 
 
 def _rater_quality(name: str, i: int, cols: dict[str, np.ndarray]) -> RaterQuality:
@@ -502,64 +522,69 @@ def _number(x) -> float | None:
 
 def _with_flags(qualities: list[RaterQuality], settings: QualitySettings) -> list[RaterQuality]:
     flags: dict[str, list[Flag]] = {q.rater: [] for q in qualities}
+    # One Bonferroni family per kind of flag: every rater in the report, whether or not they have evidence yet.
+    threshold = sequential_threshold(len(qualities))
+    odds = f"{_odds(threshold)} to 1 flags: {FWER:.0%} / {_n(len(qualities), 'rater')}"
 
-    def tested(figure: str, minimum: int) -> tuple[list[RaterQuality], list[float]]:
-        family = [q for q in qualities if getattr(q, figure) is not None and getattr(q, figure).n >= minimum]
-        return family, bh_adjust([getattr(q, figure).p_value for q in family])
-
-    family = [q for q in qualities if q.chance_evidence is not None and q.comparisons >= MIN_REFERENCE_CHECKS]
-    threshold = np.log10(len(family) / CHANCE_FWER) if family else np.inf
-    for q in family:
-        if q.chance_evidence >= threshold:
+    for q in qualities:
+        if q.chance_evidence is not None and q.comparisons >= MIN_REFERENCE_CHECKS and q.chance_evidence >= threshold:
             m = q.reference_match
             careful = CAREFUL_KAPPA + (1 - CAREFUL_KAPPA) * q.chance_match
             flags[q.rater].append(
                 Flag(
                     "chance",
-                    f"Answers look like chance: over {_n(q.comparisons, 'comparison')} they are "
-                    f"{_odds(q.chance_evidence)} to 1 more likely from a rater answering whatever the item than "
-                    f"from a careful one; {_odds(threshold)} to 1 flags ({_n(len(family), 'rater')} tested, "
-                    f"{CHANCE_FWER:.0%} / {len(family)} each). They match the other raters' and gold answers in "
-                    f"{_count(m)} ({_share(m)}), where chance gives {q.chance_match:.0%} and a careful rater "
-                    f"at least {careful:.0%}." + _gold(q),
+                    f"Answers look like chance: their {_n(q.comparisons, 'first judgment')} are "
+                    f"{_odds(q.chance_evidence)} to 1 more likely from a rater answering whatever the item (or "
+                    f"against it) than from a careful one ({odds}). They match the other raters' and gold answers "
+                    f"in {_count(m)}, {_share(m)}, where chance gives {q.chance_match:.0%} and a careful rater at "
+                    f"least {careful:.0%}." + _gold(q),
                 )
             )
-    family, qs = tested("position_bias", MIN_N)
-    for q, q_value in zip(family, qs, strict=True):
-        m = q.position_bias
-        large = m.low > 0.5 + POSITION_BIAS_MIN_EFFECT or m.high < 0.5 - POSITION_BIAS_MIN_EFFECT
-        if q_value <= FDR and large:
-            flags[q.rater].append(
-                Flag(
-                    "position_bias",
-                    f"Chose the response shown on the left in {_count(m)} decisive answers, {_share(m)}, where an "
-                    f"unbiased rater is near 50% ({_p(m.p_value, q_value, len(family))}).",
+        if (m := q.position_bias) is not None:
+            k, n = round(m.value * m.n), m.n
+            low, high = 0.5 - POSITION_BIAS_MIN_EFFECT, 0.5 + POSITION_BIAS_MIN_EFFECT
+            # Either side: the mean of the two one-sided likelihood ratios.
+            evidence = np.logaddexp(
+                binomial_log10_lr(k, n, high, POSITION_BIAS_ALTERNATIVE) * np.log(10),
+                binomial_log10_lr(k, n, low, 1 - POSITION_BIAS_ALTERNATIVE) * np.log(10),
+            ) / np.log(10) - np.log10(2)
+            if evidence >= threshold:
+                flags[q.rater].append(
+                    Flag(
+                        "position_bias",
+                        f"Chose the response shown on the left in {_count(m)} decisive answers, {_share(m)}: "
+                        f"{_odds(evidence)} to 1 more likely from a rater choosing one side "
+                        f"{POSITION_BIAS_ALTERNATIVE:.0%} of the time than from one within {low:.0%}–{high:.0%} "
+                        f"({odds}).",
+                    )
                 )
+        if (m := q.self_consistency) is not None:
+            evidence = binomial_log10_lr(
+                round(m.value * m.n), m.n, SELF_CONSISTENCY_EXPECTED, SELF_CONSISTENCY_ALTERNATIVE
             )
-    family, qs = tested("self_consistency", MIN_N)
-    for q, q_value in zip(family, qs, strict=True):
-        if q_value <= FDR:
-            m = q.self_consistency
-            flags[q.rater].append(
-                Flag(
-                    "self_inconsistency",
-                    f"Gave the same answer to a repeated comparison (sides swapped) in {_count(m)} repeats, "
-                    f"{_share(m)}, below the {SELF_CONSISTENCY_EXPECTED:.0%} expected "
-                    f"({_p(m.p_value, q_value, len(family))}).",
+            if evidence >= threshold:
+                flags[q.rater].append(
+                    Flag(
+                        "self_inconsistency",
+                        f"Gave the same answer to a repeated comparison (sides swapped) in {_count(m)} repeats, "
+                        f"{_share(m)}: {_odds(evidence)} to 1 more likely at {SELF_CONSISTENCY_ALTERNATIVE:.0%} "
+                        f"(answers unrelated to the first) than at the {SELF_CONSISTENCY_EXPECTED:.0%} expected "
+                        f"at least ({odds}).",
+                    )
                 )
-            )
-    family, qs = tested("too_fast_share", MIN_N)
-    for q, q_value in zip(family, qs, strict=True):
-        if q_value <= FDR:
-            m = q.too_fast_share
-            flags[q.rater].append(
-                Flag(
-                    "speed",
-                    f"Answered in under {settings.min_time_ms / 1000:g} s in {_count(m)} judgments, {_share(m)}, "
-                    f"above the {TOO_FAST_TOLERANCE:.0%} tolerated ({_p(m.p_value, q_value, len(family))}).",
+        if (m := q.too_fast_share) is not None:
+            evidence = binomial_log10_lr(round(m.value * m.n), m.n, TOO_FAST_TOLERANCE, TOO_FAST_ALTERNATIVE)
+            if evidence >= threshold:
+                flags[q.rater].append(
+                    Flag(
+                        "speed",
+                        f"Answered in under {settings.min_time_ms / 1000:g} s in {_count(m)} judgments, "
+                        f"{_share(m)}: {_odds(evidence)} to 1 more likely from a rater answering "
+                        f"{TOO_FAST_ALTERNATIVE:.0%} of the time too fast than from one within the "
+                        f"{TOO_FAST_TOLERANCE:.0%} tolerated ({odds}).",
+                    )
                 )
-            )
-    return [replace(q, flags=flags[q.rater]) for q in qualities]
+    return [replace(q, flags=flags[q.rater], vote_weight=0.0 if flags[q.rater] else q.vote_weight) for q in qualities]
 
 
 def _count(m: Interval) -> str:
@@ -581,13 +606,6 @@ def _odds(log10_ratio: float) -> str:
 
 def _n(count: int, one: str, many: str | None = None) -> str:
     return f"{count} {one if count == 1 else many or one + 's'}"
-
-
-def _p(p_value: float, q_value: float, family: int) -> str:
-    def fmt(x: float) -> str:
-        return "< 0.001" if x < 0.001 else f"= {x:.3f}" if x < 0.01 else f"= {x:.2f}"
-
-    return f"p {fmt(p_value)}, q {fmt(q_value)} after Benjamini–Hochberg over {family} raters"
 
 
 def _criteria(first: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -684,9 +702,9 @@ def rater_weights(report: QualityReport, mode: str) -> dict[str, float]:
     """Vote weight per rater for `comparison_labels`.
 
     "equal": 1 for everyone. "exclude_flagged": 0 for a rater with any flag, 1 otherwise. "reliability": the
-    rater's MACE reliability as it is (0 for a rater without one): the share of their answers that reflect the
-    item, which in the simulation is 0.00–0.06 (median) for random, always-left, adversarial and speeding
-    raters and 0.65 for careful ones, so no further mapping is needed for guessers to weigh about nothing.
+    rater's vote_weight, their reliability (MACE-style competence, about proportional to the optimal
+    weighted-majority weight) with 0 below RELIABILITY_FLOOR or with a flag, so that guessers neither sway a
+    comparison nor break careful raters' ties (a comparison only guessers judged stays undecided).
     """
     if mode == "equal":
         return {q.rater: 1.0 for q in report.raters}

@@ -6,8 +6,10 @@ Every figure a page shows comes with an honest interval and the number it rests 
   which stays inside [0, 1] and is not degenerate at 0/n or n/n (0/1 gives [0, 0.7935], 1/1 gives
   [0.2065, 1]), unlike the normal ("Wald") interval.
 - Tests on proportions are exact binomial tests (`scipy.stats.binomtest`).
-- When one test is run per rater, p-values of one kind are adjusted together with Benjamini–Hochberg
-  (`scipy.stats.false_discovery_control`), controlling the false discovery rate at `FDR` = 5%.
+- Flags are sequential tests: Wald's likelihood ratio (`binomial_log10_lr`), compared with a Bonferroni
+  threshold that holds under any number of looks by Ville's inequality (`sequential_threshold`), so that the
+  chance of ever flagging a rater for whom the null holds is at most `FWER` = 5% over all raters together.
+  Benjamini–Hochberg (`bh_adjust`, `scipy.stats.false_discovery_control`) remains for one-off families.
 - Figures without a closed-form interval (Krippendorff's alpha, pairwise agreement over comparisons,
   medians) get a nonparametric percentile bootstrap over their units (`bootstrap_interval`).
 - Krippendorff's alpha comes from the `krippendorff` package (nominal level).
@@ -28,6 +30,7 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 FDR = 0.05
+FWER = 0.05  # family-wise error rate of the sequential flags (`sequential_threshold`)
 
 # "Too few to judge". A per-rater test only enters its Benjamini–Hochberg family with at least MIN_N
 # observations: an exact binomial test on fewer than 10 answers can rarely reach p < 0.05 (at n = 5 the smallest
@@ -84,6 +87,24 @@ def bh_adjust(p_values: Sequence[float]) -> list[float]:
 def discoveries(p_values: Sequence[float], fdr: float = FDR) -> list[bool]:
     """Which hypotheses to reject while keeping the false discovery rate at fdr (Benjamini–Hochberg)."""
     return [q <= fdr for q in bh_adjust(p_values)]
+
+
+def binomial_log10_lr(successes: int, n: int, p0: float, p1: float) -> float:
+    """log10 of the likelihood ratio of success probability p1 against p0 for successes out of n: Wald's
+    sequential probability ratio statistic (`scipy.stats.binom.logpmf`)."""
+    k, n = int(successes), int(n)
+    return float((stats.binom.logpmf(k, n, p1) - stats.binom.logpmf(k, n, p0)) / np.log(10))
+
+
+def sequential_threshold(family: int, error_rate: float = FWER) -> float:
+    """log10 of the likelihood ratio that flags one of `family` raters: family / error_rate (Bonferroni).
+
+    A likelihood ratio of the alternative against the null is a nonnegative martingale with mean 1 while the
+    null holds, so by Ville's inequality it ever reaches 1/a with probability at most a, however often it is
+    looked at; at a = error_rate / family for each of `family` raters, the chance that any rater for whom the
+    null holds is ever flagged is at most error_rate.
+    """
+    return float(np.log10(max(family, 1) / error_rate))
 
 
 def bootstrap_interval(

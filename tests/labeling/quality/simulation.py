@@ -1,6 +1,6 @@
 """A simulated labeling project: careful raters plus known bad behaviours, with gold items and repeats.
 
-Used by the tests, by the threshold tuning quoted in labeling/quality/report.py (`flag_rates`; run this module
+Used by the tests, by the figures quoted in labeling/quality/report.py (`flag_rates`; run this module
 to print the figures) and, through `large_frame`, by the report's timing on a million judgments. Truth per
 comparison is drawn from TRUTH_SHARES; a careful rater gives the truth with probability `careful_accuracy` and
 otherwise one of the three other outcomes at random, independently on a repeat (the hardest case for
@@ -19,15 +19,20 @@ def simulate(
     careful: int = 8,
     bad: tuple[str, ...] = ("random", "always_left", "adversarial", "speeder"),
     careful_judgments: int = 150,
-    bad_judgments: int = 50,
+    bad_judgments: int | None = None,
     overlap: int = 3,
     gold_rate: float = 0.05,
     repeat_rate: float = 0.05,
     careful_accuracy: float = 0.75,
     random_outcomes: tuple[float, ...] = (0.25, 0.25, 0.25, 0.25),
 ) -> tuple[list[dict], dict[int, str], dict[str, str]]:
-    """Returns (records, gold answers, rater -> behaviour). Rater names are "careful-0", "random", ..."""
+    """Returns (records, gold answers, rater -> behaviour). Rater names are "careful-0", "random", ...
+
+    Everyone judges at the same pace (bad_judgments defaults to careful_judgments), as in
+    benchmarks/rater_quality.py: each comparison goes to `overlap` raters drawn in proportion to the judgments
+    they have left, so who judges alongside whom is random."""
     rng = np.random.default_rng(seed)
+    bad_judgments = careful_judgments if bad_judgments is None else bad_judgments
     raters = [f"careful-{i}" for i in range(careful)] + list(bad)
     behaviour = {name: ("careful" if name.startswith("careful") else name) for name in raters}
     quota = {name: careful_judgments if behaviour[name] == "careful" else bad_judgments for name in raters}
@@ -127,7 +132,6 @@ if __name__ == "__main__":  # python -m tests.labeling.quality.simulation: the f
         "random clicks a/b only": {"random_outcomes": (0.5, 0.5, 0.0, 0.0)},
         "careful at 65%, everyone at 50": {"careful_accuracy": 0.65, "careful_judgments": 50},
         "bad raters at 30 judgments": {"bad_judgments": 30},
-        "bad raters at 75 judgments": {"bad_judgments": 75},
         "overlap 2": {"overlap": 2},
     }
     projects = int(sys.argv[1]) if len(sys.argv) > 1 else 200

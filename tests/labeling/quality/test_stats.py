@@ -5,6 +5,7 @@ import pytest
 from labeling.quality.stats import (
     Interval,
     bh_adjust,
+    binomial_log10_lr,
     binomial_p,
     bootstrap_interval,
     discoveries,
@@ -12,6 +13,7 @@ from labeling.quality.stats import (
     nominal_alpha,
     pattern_alpha,
     pattern_pairwise_agreement,
+    sequential_threshold,
     wilson,
 )
 
@@ -159,3 +161,25 @@ def test_bootstrap_interval_over_collapsed_units_equals_the_expanded_bootstrap_i
 def test_bootstrap_interval_is_none_where_the_statistic_is_undefined():
     assert bootstrap_interval(np.array([]), lambda v, c: np.nan) is None
     assert bootstrap_interval(np.array([1.0]), lambda v, c: np.nan) is None
+
+
+def test_binomial_log10_lr_is_walds_statistic_by_hand():
+    # 9 of 10 at 0.9 against 0.6: (0.9/0.6)^9 (0.1/0.4)^1 = 38.44 -> log10 1.5848
+    assert binomial_log10_lr(9, 10, 0.6, 0.9) == pytest.approx(np.log10(1.5**9 * 0.25))
+    assert binomial_log10_lr(0, 0, 0.6, 0.9) == 0.0
+
+
+def test_sequential_threshold_is_bonferroni_on_the_likelihood_ratio():
+    assert sequential_threshold(12) == pytest.approx(np.log10(240))
+    assert sequential_threshold(1, error_rate=0.01) == pytest.approx(2.0)
+
+
+def test_a_likelihood_ratio_under_its_null_rarely_ever_reaches_the_threshold_however_often_it_is_looked_at():
+    # Ville's inequality: a fair coin tested against 0.9 at every one of 300 flips reaches 1 / 0.05 at most 5%
+    # of the time; a fixed-sample test at p < 0.05 repeated at every flip would fire far more often.
+    rng = np.random.default_rng(0)
+    flips = rng.random((2000, 300)) < 0.5
+    step = np.where(flips, np.log10(0.9 / 0.5), np.log10(0.1 / 0.5))
+    ever = (np.cumsum(step, axis=1) >= sequential_threshold(1)).any(axis=1)
+
+    assert ever.mean() <= 0.05
