@@ -82,7 +82,20 @@ spread over the other three outcomes, drawn afresh on a repeat), a random clicke
 outcomes), an always-left rater, an adversary (swaps a and b, random side on ties) and a speeder (random,
 about 1.2 s), all with 150 judgments; overlap 3, 5% gold, 5% repeats. Share of raters flagged, 100 projects a line:
 
-SIMULATION_TABLE
+                                     careful        random  always-left  adversary  speeder
+    as above                         0 of 800        92%       100%        100%       100%
+    everyone at 50 judgments         0               57%       100%        100%       100%
+    careful raters 65% accurate      0               93%       100%        100%       100%
+    random clicker on a/b only       0              100%       100%        100%       100%
+    65% accurate, everyone at 50     0.6% (5% of     35%       100%        100%       100%
+                                     projects)
+    bad raters at 30 judgments       0               28%       100%        100%       100%
+    overlap 2                        0               90%       100%        100%       100%
+
+A careful rater's competence is 0.67 here (0.53 at 65% accuracy), inside the chance test's null; the one
+line with false flags sits at the boundary the test is built for (5% of projects at FWER 5%): 65%-accurate
+raters with 50 judgments each are hard to tell from guessers. Always-left and speeding raters are also
+caught by the chance test, as they answer whatever the item.
 
 Project level (`ProjectQuality`): Krippendorff's alpha (nominal, on outcome; krippendorff package) with a
 percentile bootstrap interval over comparisons, alpha per criterion likewise, pairwise agreement (share of

@@ -45,7 +45,7 @@ INTERVALS = (
     "too_fast_share",
 )
 # Plain numbers of a row (null where unknown).
-NUMBERS = ("judgments", "comparisons", "reliability", "median_time_ms", "p10_time_ms", "active_time_ms")
+NUMBERS = ("judgments", "comparisons", "reliability", "vote_weight", "median_time_ms", "p10_time_ms", "active_time_ms")
 # Percentile bootstrap rounds behind alpha, pairwise agreement and the leaderboard's intervals.
 BOOTSTRAP_ROUNDS = 1000
 # How many judgments one database round trip of the read fetches.

@@ -69,8 +69,11 @@ def judgment_weights(*, project: Project) -> RaterWeights:
     mode = project.judgment_weighting
     weights: dict[int, float] = {}
     if mode == Project.Weighting.RELIABILITY:
+        # The report's vote weight: the reliability, but 0 below its floor or for a flagged rater
+        # (report.rater_weights "reliability"); figures stored before it existed fall back to the reliability.
         rows = RaterQuality.objects.filter(project=project, reliability__isnull=False)
-        for rater_id, reliability in rows.values_list("rater_id", "reliability"):
+        for rater_id, stored, vote_weight in rows.values_list("rater_id", "reliability", "figures__vote_weight"):
+            reliability = stored if vote_weight is None else float(vote_weight)
             if not 0.0 <= reliability <= 1.0:  # also catches NaN
                 raise ValueError(f"Rater {rater_id}'s reliability {reliability!r} in {project} is not in [0, 1].")
             if reliability != 1.0:
