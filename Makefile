@@ -55,6 +55,7 @@ test: setup-test
 
 lint: setup-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench-import: setup
 	$(BIN)/python benchmarks/import_pairs.py

@@ -105,9 +105,9 @@ def build_project(*, data: Path, pairs: int, gold: int) -> Project:
     project.refresh_from_db()
     # The first `gold` decisive pairs become gold items, with the reference label as their known answer.
     gold_ids = list(
-        Comparison.objects.filter(project=project, reference_label__in=["a", "b"]).order_by("pk")[:gold].values_list(
-            "pk", flat=True
-        )
+        Comparison.objects.filter(project=project, reference_label__in=["a", "b"])
+        .order_by("pk")[:gold]
+        .values_list("pk", flat=True)
     )
     mark_gold_by_reference_label(comparison_ids=gold_ids)
     users = get_user_model().objects
@@ -268,7 +268,10 @@ def main() -> int:
         f"bad raters flagged within {GOAL_JUDGMENTS} of their judgments: {len(BAD) - len(late)}/{len(BAD)}"
         + (f" (late or never: {', '.join(late)})" if late else "")
     )
-    print(f"careful raters flagged: {len(false_flags)}/{len(CAREFUL)}" + (f" ({', '.join(false_flags)})" if false_flags else ""))
+    print(
+        f"careful raters flagged: {len(false_flags)}/{len(CAREFUL)}"
+        + (f" ({', '.join(false_flags)})" if false_flags else "")
+    )
 
     careful_only = {n: (1.0 if n in CAREFUL else 0.0) for n in CAREFUL + BAD}
     equal = quality_report.rater_weights(report, "equal")
@@ -290,13 +293,15 @@ def main() -> int:
                 set_excluded(project=project, rater=user, excluded=exclude, by=admin, reason="benchmark")
             Project.objects.filter(pk=project.pk).update(judgment_weighting=weighting)
             project.refresh_from_db()
-            rm[key] = reward_model_accuracy(
-                project, seeds=args.seeds, max_length=args.max_length, epochs=args.epochs
-            )
+            rm[key] = reward_model_accuracy(project, seeds=args.seeds, max_length=args.max_length, epochs=args.epochs)
 
     print()
     print(f"{'':<38} {'aggregated label':>16} {'reward model (held-out)':>24}")
-    names = {"a": "(a) careful raters only", "b": "(b) everyone, equal weights", "c": "(c) everyone, reliability weights"}
+    names = {
+        "a": "(a) careful raters only",
+        "b": "(b) everyone, equal weights",
+        "c": "(c) everyone, reliability weights",
+    }
     for key in "abc":
         value, n = acc[key]
         rm_text = "-"

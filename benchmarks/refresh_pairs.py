@@ -182,8 +182,10 @@ def main() -> None:
         f"comparisons, {time.perf_counter() - started:.1f} s"
     )
     try:
-        print(f"\n{'refresh_pairs':<14}{'scored':>9}{'updated':>9}{'created':>9}{'retired':>9}{'explore':>9}"
-              f"{'seconds':>9}{'pairs/s':>10}")
+        print(
+            f"\n{'refresh_pairs':<14}{'scored':>9}{'updated':>9}{'created':>9}{'retired':>9}{'explore':>9}"
+            f"{'seconds':>9}{'pairs/s':>10}"
+        )
         for strategy in Strategy:
             reset(project, max_id=max_id)
             project.loop_settings.acquisition = strategy

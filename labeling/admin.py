@@ -219,8 +219,17 @@ class PriorityFilter(admin.SimpleListFilter):
 @admin.register(Comparison)
 class ComparisonAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "project", "prompt_id", "status", "priority", "judgments_count", "reference_label", "is_gold",
-        "gold_label", "selected_by", "created_at",
+        "id",
+        "project",
+        "prompt_id",
+        "status",
+        "priority",
+        "judgments_count",
+        "reference_label",
+        "is_gold",
+        "gold_label",
+        "selected_by",
+        "created_at",
     ]
     # Only filters with fixed choices (or the short project list): a filter on a
     # free-text column would run SELECT DISTINCT over the whole table.
@@ -301,8 +310,17 @@ class AssignmentAdmin(RecordAdmin):
 
 @admin.register(Judgment)
 class JudgmentAdmin(RecordAdmin):
-    list_display = ["id", "rater", "project", "comparison_id", "outcome", "strength", "left", "time_spent_ms",
-                    "created_at"]
+    list_display = [
+        "id",
+        "rater",
+        "project",
+        "comparison_id",
+        "outcome",
+        "strength",
+        "left",
+        "time_spent_ms",
+        "created_at",
+    ]
     list_filter = ["outcome", "strength", "project", "left"]
     search_fields = ["rater__username", "=comparison__id"]
     list_select_related = ["rater", "project"]

@@ -79,9 +79,7 @@ class JudgmentForm(forms.Form):
         self.criteria = list(project.criteria)
         self.criteria_errors: list[str] = []
         for index, name in enumerate(self.criteria):
-            self.fields[f"criterion_{index}"] = forms.ChoiceField(
-                label=name, choices=CRITERION_CHOICES, required=False
-            )
+            self.fields[f"criterion_{index}"] = forms.ChoiceField(label=name, choices=CRITERION_CHOICES, required=False)
 
     def clean_time_spent_ms(self):
         spent = self.cleaned_data.get("time_spent_ms")
@@ -161,9 +159,7 @@ class JudgmentForm(forms.Form):
 
     def flag_options(self) -> list[dict]:
         chosen = set(self._value("flags") or [])
-        return [
-            {"value": value, "label": label, "checked": value in chosen} for value, label in Judgment.Flag.choices
-        ]
+        return [{"value": value, "label": label, "checked": value in chosen} for value, label in Judgment.Flag.choices]
 
     def hidden_errors(self) -> list[str]:
         """Errors on fields the rater cannot see, plus errors not tied to a field."""

@@ -93,8 +93,8 @@ def _to_stored(shown: str, left: str) -> str:
 
 def allowed_outcomes(project) -> list[str]:
     """The outcomes a rater may give in this project, in shown terms."""
-    return ["left", "right"] + (["tie"] if project.allow_ties else []) + (
-        ["both_bad"] if project.allow_both_bad else []
+    return (
+        ["left", "right"] + (["tie"] if project.allow_ties else []) + (["both_bad"] if project.allow_both_bad else [])
     )
 
 

@@ -41,6 +41,7 @@ class Project(models.Model):
     allow_ties = models.BooleanField(default=True, help_text='Whether raters may answer "about the same".')
     allow_both_bad = models.BooleanField(default=True, help_text='Whether raters may answer "both are bad".')
     is_active = models.BooleanField(default=True, help_text="Inactive projects are hidden from raters.")
+
     # Data quality (labeling/quality): known-answer and repeat items in each rater's stream.
     class Weighting(models.TextChoices):
         EQUAL = "equal", "Equal: every judgment counts the same"
@@ -98,9 +99,7 @@ class Project(models.Model):
         return self.name
 
     def clean(self):
-        if not isinstance(self.criteria, list) or not all(
-            isinstance(c, str) and c.strip() for c in self.criteria
-        ):
+        if not isinstance(self.criteria, list) or not all(isinstance(c, str) and c.strip() for c in self.criteria):
             raise ValidationError({"criteria": "Criteria must be a list of non-empty names."})
         if len(set(self.criteria)) != len(self.criteria):
             raise ValidationError({"criteria": "Criteria names must be unique."})
@@ -327,7 +326,7 @@ class Judgment(models.Model):
         default=dict, blank=True, help_text='Per-criterion outcomes, e.g. {"harmlessness": "a", "honesty": "tie"}.'
     )
     rationale = models.TextField(blank=True)
-    flags = models.JSONField(default=list, blank=True, help_text="Flag codes, e.g. [\"unsafe\"].")
+    flags = models.JSONField(default=list, blank=True, help_text='Flag codes, e.g. ["unsafe"].')
     time_spent_ms = models.PositiveIntegerField(help_text="Time from the task being shown to the answer.")
     left = models.CharField(max_length=1, choices=Side.choices, help_text="Which response was shown on the left.")
     # A repeat is the same rater's second look at a comparison (sides swapped): it measures their

@@ -88,8 +88,10 @@ def skip(request, slug):
         notice = "That skip did not say which comparison."
         return _next_task(request, project, notice=notice, notice_kind="error", status=400)
     skipped = skip_comparison(rater=request.user, project=project, comparison_id=form.cleaned_data["comparison_id"])
-    notice = "Skipped. You will not be shown that comparison again." if skipped else (
-        "That comparison was no longer reserved for you; here is the next one."
+    notice = (
+        "Skipped. You will not be shown that comparison again."
+        if skipped
+        else ("That comparison was no longer reserved for you; here is the next one.")
     )
     return _next_task(request, project, notice=notice, notice_kind="info")
 

@@ -242,9 +242,7 @@ def refresh_pairs(
     if settings.acquisition not in Strategy.values:
         raise ValueError(f"Unknown acquisition strategy {settings.acquisition!r}; expected one of {Strategy.values}.")
     if version is None:
-        version = RewardModelVersion.objects.filter(
-            project=project, status=RewardModelVersion.Status.ACTIVE
-        ).first()
+        version = RewardModelVersion.objects.filter(project=project, status=RewardModelVersion.Status.ACTIVE).first()
     elif version.project_id != project.pk:
         raise ValueError(f"Reward model version {version.pk} belongs to another project.")
     rng = np.random.default_rng(seed)
@@ -407,9 +405,7 @@ def _candidates(responses: _Responses, comparisons) -> _Candidates:
     )
 
 
-def _score(
-    wanted: Strategy, responses: _Responses, candidates: _Candidates, rng
-) -> tuple[Strategy, np.ndarray]:
+def _score(wanted: Strategy, responses: _Responses, candidates: _Candidates, rng) -> tuple[Strategy, np.ndarray]:
     rewards = np.append(responses.rewards, np.nan)  # index len(ids) = unknown response
     if wanted == Strategy.RANDOM or not np.isfinite(rewards).any():
         return Strategy.RANDOM, random_scores(len(candidates.a), rng)

@@ -37,8 +37,7 @@ def retrains_to_publish(*, now: datetime | None = None) -> list[int]:
     project_ids = [
         project.pk
         for project in Project.objects.filter(is_active=True).select_related("loop_settings")
-        if loop.retrain_is_due(project)
-        and loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
+        if loop.retrain_is_due(project) and loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
     ]
     project_ids += (
         ProjectLoop.objects.filter(retrain_pending=True)

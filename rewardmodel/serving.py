@@ -133,4 +133,3 @@ def _load(version: RewardModelVersion) -> LoadedModel:
         ) from error
     config = TrainConfig.from_dict(metadata.get("config") or {})
     return LoadedModel(version.pk, version.version, version.artifact_path, model, tokenizer, config)
-

@@ -108,9 +108,7 @@ def fresh_python(code: str, tmp_path) -> subprocess.CompletedProcess:
         "VAR_DIR": str(tmp_path / "var"),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}",
     }
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
 # -- torch stays where it belongs ---------------------------------------------------------
@@ -118,8 +116,9 @@ def fresh_python(code: str, tmp_path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("module", ["rewardmodel.core", "rewardmodel.core.config", "rewardmodel.core.examples"])
 def test_the_cores_config_and_example_types_load_without_torch(module, tmp_path):
-    result = fresh_python(f"import sys, {module}; print(sorted({{'torch', 'transformers'}} & set(sys.modules)))",
-                          tmp_path)
+    result = fresh_python(
+        f"import sys, {module}; print(sorted({{'torch', 'transformers'}} & set(sys.modules)))", tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 

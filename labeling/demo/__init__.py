@@ -71,9 +71,7 @@ class DemoRefused(Exception):
     """Demo accounts with published passwords were asked for in production."""
 
 
-def load_demo(
-    *, accounts: bool = True, reset_passwords: bool = False, allow_in_production: bool = False
-) -> DemoResult:
+def load_demo(*, accounts: bool = True, reset_passwords: bool = False, allow_in_production: bool = False) -> DemoResult:
     """Create or update the demo project, import its data, and (with accounts)
     create the admin and the two raters. All of it commits or none of it does."""
     if accounts and settings.PRODUCTION and not allow_in_production:

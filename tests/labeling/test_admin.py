@@ -66,9 +66,7 @@ def test_staff_can_open_every_changelist_and_change_page(staff_client, judged_co
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("model", ["comparison", "judgment", "response"])
-def test_changelists_do_not_query_once_per_row(
-    staff_client, project, alice, bob, model, django_assert_max_num_queries
-):
+def test_changelists_do_not_query_once_per_row(staff_client, project, alice, bob, model, django_assert_max_num_queries):
     for _ in range(30):
         JudgmentFactory(comparison__prompt__project=project, rater=alice, outcome="tie")
 
@@ -151,9 +149,7 @@ def test_staff_can_download_exports(staff_client, judged_comparison, format):
         assert [line["comparison_id"] for line in lines] == [judged_comparison.pk]
         assert lines[0]["margin"] == 2.5
     else:
-        assert {line["rater"] for line in lines} == {
-            rater_pseudonym(j.rater_id) for j in Judgment.objects.all()
-        }
+        assert {line["rater"] for line in lines} == {rater_pseudonym(j.rater_id) for j in Judgment.objects.all()}
 
 
 @pytest.mark.django_db
@@ -237,8 +233,11 @@ def test_deleting_a_judgment_reopens_its_comparison(staff_client, judged_compari
 def test_bulk_deleting_judgments_recounts_every_comparison(staff_client, judged_comparison):
     response = staff_client.post(
         reverse("admin:labeling_judgment_changelist"),
-        {"action": "delete_selected", "_selected_action": list(Judgment.objects.values_list("pk", flat=True)),
-         "post": "yes"},
+        {
+            "action": "delete_selected",
+            "_selected_action": list(Judgment.objects.values_list("pk", flat=True)),
+            "post": "yes",
+        },
     )
 
     assert response.status_code == 302
@@ -285,7 +284,11 @@ def test_the_comparison_list_shows_and_filters_gold(staff_client, project):
 
     assert [c.pk for c in response.context["cl"].result_list] == [gold.pk]
     assert response.context["cl"].list_display[-5:] == [
-        "reference_label", "is_gold", "gold_label", "selected_by", "created_at"
+        "reference_label",
+        "is_gold",
+        "gold_label",
+        "selected_by",
+        "created_at",
     ]
     assert [c.pk for c in staff_client.get(url, {"gold_label": "b"}).context["cl"].result_list] == [gold.pk]
 

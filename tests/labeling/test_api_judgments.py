@@ -326,9 +326,7 @@ POST_QUERIES = {"postgresql": 10, "sqlite": 10}
 
 
 @pytest.mark.parametrize("size", [5, 50])
-def test_posting_a_judgment_runs_a_small_constant_number_of_queries(
-    size, alice, bob, django_assert_max_num_queries
-):
+def test_posting_a_judgment_runs_a_small_constant_number_of_queries(size, alice, bob, django_assert_max_num_queries):
     project = ProjectFactory(overlap=2)
     project.raters.add(alice, bob)
     comparisons = ComparisonFactory.create_batch(size, prompt__project=project)

@@ -62,9 +62,7 @@ def test_many_raters_at_once_never_double_assign_or_duplicate_judgments():
     barrier = threading.Barrier(RATERS)
     errors: list[str] = []
     served: list[tuple[int, int]] = []
-    threads = [
-        threading.Thread(target=_rater_loop, args=(rater, project, barrier, errors, served)) for rater in raters
-    ]
+    threads = [threading.Thread(target=_rater_loop, args=(rater, project, barrier, errors, served)) for rater in raters]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -98,9 +96,7 @@ def test_gold_and_repeats_mixed_in_keep_every_count_true():
     barrier = threading.Barrier(len(raters))
     errors: list[str] = []
     served: list[tuple[int, int]] = []
-    threads = [
-        threading.Thread(target=_rater_loop, args=(rater, project, barrier, errors, served)) for rater in raters
-    ]
+    threads = [threading.Thread(target=_rater_loop, args=(rater, project, barrier, errors, served)) for rater in raters]
     for thread in threads:
         thread.start()
     for thread in threads:

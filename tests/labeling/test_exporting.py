@@ -78,9 +78,7 @@ def test_trl_export_counts_what_it_leaves_out_and_why(project, judged):
     _, result = export(project, "trl")
 
     assert (result.ties, result.both_bad, result.split, result.no_judgments) == (1, 2, 2, 1)
-    assert result.summary() == (
-        "Wrote 3 comparisons (trl); excluded 1 ties, 2 both-bad, 2 split, 1 without judgments."
-    )
+    assert result.summary() == ("Wrote 3 comparisons (trl); excluded 1 ties, 2 both-bad, 2 split, 1 without judgments.")
 
 
 @pytest.mark.django_db
@@ -322,7 +320,13 @@ def test_a_repeat_is_no_vote_and_raw_marks_it(project, raters):
     first = JudgmentFactory(comparison=comparison, rater=alice, outcome=A, strength=3)
     JudgmentFactory(comparison=comparison, rater=bob, outcome=A, strength=1)
     repeat = Judgment.objects.create(
-        comparison=comparison, rater=alice, project=project, outcome=B, strength=3, time_spent_ms=900, left="b",
+        comparison=comparison,
+        rater=alice,
+        project=project,
+        outcome=B,
+        strength=3,
+        time_spent_ms=900,
+        left="b",
         repeat_of=first,
     )
 

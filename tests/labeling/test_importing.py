@@ -97,7 +97,10 @@ def test_it_splits_hh_dialogues_into_the_shared_prompt_and_the_two_final_replies
     result = import_pairs(project_slug="demo", lines=jsonl(line))
 
     assert (result.format, result.prompts_created, result.responses_created, result.comparisons_created) == (
-        "hh", 1, 2, 1,
+        "hh",
+        1,
+        2,
+        1,
     )
     comparison = Comparison.objects.select_related("prompt", "response_a", "response_b").get()
     assert comparison.prompt.conversation == [
@@ -127,7 +130,8 @@ def test_it_randomises_which_hh_reply_becomes_a_but_the_same_way_every_time(proj
         assert chosen.text.startswith("good")
     order = {
         slug: list(
-            Comparison.objects.filter(project__slug=slug).order_by("prompt__content_hash")
+            Comparison.objects.filter(project__slug=slug)
+            .order_by("prompt__content_hash")
             .values_list("reference_label", flat=True)
         )
         for slug in ("demo", "other")
@@ -325,40 +329,68 @@ MALFORMED = [
     ('{"prompt": "Q", "response_a": "same", "response_b": "same"}', "response_a and response_b are the same text"),
     ('{"prompt": "", "response_a": "x", "response_b": "y"}', "'prompt' is empty"),
     ('{"prompt": 7, "response_a": "x", "response_b": "y"}', "'prompt' must be a string or a non-empty list of turns"),
-    ('{"prompt": [{"role": "bot", "content": "hi"}], "response_a": "x", "response_b": "y"}',
-     "prompt turn 1 has role 'bot'"),
-    ('{"prompt": [{"role": "user", "content": ""}], "response_a": "x", "response_b": "y"}',
-     "prompt turn 1 has empty or non-text content"),
-    ('{"prompt": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "response_a": "x", '
-     '"response_b": "y"}', "the prompt must end with a user turn"),
-    ('{"prompt": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}, {"role": "user", '
-     '"content": "c"}], "response_a": "x", "response_b": "y"}', "prompt turn 2: a system turn may only come first"),
-    ('{"prompt": [{"role": "user", "text": "a"}], "response_a": "x", "response_b": "y"}',
-     "prompt turn 1 must be an object with exactly 'role' and 'content'"),
+    (
+        '{"prompt": [{"role": "bot", "content": "hi"}], "response_a": "x", "response_b": "y"}',
+        "prompt turn 1 has role 'bot'",
+    ),
+    (
+        '{"prompt": [{"role": "user", "content": ""}], "response_a": "x", "response_b": "y"}',
+        "prompt turn 1 has empty or non-text content",
+    ),
+    (
+        '{"prompt": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "response_a": "x", '
+        '"response_b": "y"}',
+        "the prompt must end with a user turn",
+    ),
+    (
+        '{"prompt": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}, {"role": "user", '
+        '"content": "c"}], "response_a": "x", "response_b": "y"}',
+        "prompt turn 2: a system turn may only come first",
+    ),
+    (
+        '{"prompt": [{"role": "user", "text": "a"}], "response_a": "x", "response_b": "y"}',
+        "prompt turn 1 must be an object with exactly 'role' and 'content'",
+    ),
     ('{"prompt": "Q", "response_a": "x", "response_b": "y", "label": "A"}', "unknown label 'A'"),
     ('{"prompt": "Q", "response_a": "x", "response_b": "y", "lable": "a"}', "unknown field 'lable'"),
     ('{"prompt": "Q", "response_a": "x", "response_b": "y", "metadata": [1]}', "'metadata' must be an object"),
     ('{"prompt": "Q", "response_a": "x", "response_b": "y", "model_a": 5}', "'model_a' must be a string"),
     ('{"prompt": "Q", "response_a": "x\\u0000", "response_b": "y"}', "'response_a' contains a NUL character"),
     ('{"prompt": "Q", "response_a": "\\ud800", "response_b": "y"}', "invalid Unicode"),
-    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "metadata": {"k": ["\\u0000"]}}',
-     "'metadata' contains a NUL character"),
-    ('{"prompt": [{"role": "user", "content": "\\udfff"}], "response_a": "x", "response_b": "y"}',
-     "prompt turn 1 contains invalid Unicode"),
+    (
+        '{"prompt": "Q", "response_a": "x", "response_b": "y", "metadata": {"k": ["\\u0000"]}}',
+        "'metadata' contains a NUL character",
+    ),
+    (
+        '{"prompt": [{"role": "user", "content": "\\udfff"}], "response_a": "x", "response_b": "y"}',
+        "prompt turn 1 contains invalid Unicode",
+    ),
     ('{"prompt": "Q", "response_a": "x", "response_b": "y", "metadata": {"score": NaN}}', "NaN is not allowed"),
-    ('{"chosen": "\\n\\nHuman: Q\\n\\nAssistant: a", "rejected": "\\n\\nHuman: Q\\n\\nAssistant: b"}',
-     "this is a hh line but the file is pairs; formats cannot be mixed"),
+    (
+        '{"chosen": "\\n\\nHuman: Q\\n\\nAssistant: a", "rejected": "\\n\\nHuman: Q\\n\\nAssistant: b"}',
+        "this is a hh line but the file is pairs; formats cannot be mixed",
+    ),
     ('{"prompt": "Q", "responses": [{"text": "x"}]}', "this is a responses line but the file is pairs"),
-    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": true}',
-     "a gold pair needs a decisive 'label' ('a' or 'b') as its known answer; there is none"),
-    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": true, "label": "tie"}',
-     "a gold pair needs a decisive 'label' ('a' or 'b') as its known answer; it is 'tie'"),
-    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": "yes", "label": "a"}',
-     "'gold' must be true or false, got a string"),
-    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": 1, "label": "a"}',
-     "'gold' must be true or false, got a number"),
-    ('{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": null, "label": "a"}',
-     "'gold' must be true or false, got null"),
+    (
+        '{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": true}',
+        "a gold pair needs a decisive 'label' ('a' or 'b') as its known answer; there is none",
+    ),
+    (
+        '{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": true, "label": "tie"}',
+        "a gold pair needs a decisive 'label' ('a' or 'b') as its known answer; it is 'tie'",
+    ),
+    (
+        '{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": "yes", "label": "a"}',
+        "'gold' must be true or false, got a string",
+    ),
+    (
+        '{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": 1, "label": "a"}',
+        "'gold' must be true or false, got a number",
+    ),
+    (
+        '{"prompt": "Q", "response_a": "x", "response_b": "y", "gold": null, "label": "a"}',
+        "'gold' must be true or false, got null",
+    ),
 ]
 
 
@@ -377,13 +409,17 @@ def test_it_rejects_a_malformed_line_by_number_and_writes_nothing(bad, message):
 
 
 RESPONSES_MALFORMED = [
-    ('{"prompt": "Q", "responses": [{"text": "x"}, {"text": "x"}]}',
-     "a responses line needs at least 2 distinct responses, got 1"),
+    (
+        '{"prompt": "Q", "responses": [{"text": "x"}, {"text": "x"}]}',
+        "a responses line needs at least 2 distinct responses, got 1",
+    ),
     ('{"prompt": "Q", "responses": "x"}', "'responses' must be a list, got a string"),
     ('{"prompt": "Q", "responses": [{"text": "x"}, "y"]}', "responses[2] must be an object"),
     ('{"prompt": "Q", "responses": [{"text": "x"}, {"model": "m"}]}', "responses[2] is missing field 'text'"),
-    ('{"prompt": "Q", "responses": [{"text": "x"}, {"text": "y", "score": 1}]}',
-     "responses[2] has unknown field 'score'"),
+    (
+        '{"prompt": "Q", "responses": [{"text": "x"}, {"text": "y", "score": 1}]}',
+        "responses[2] has unknown field 'score'",
+    ),
     ('{"prompt": "Q", "responses": [{"text": "x"}, {"text": ""}]}', "'responses[2].text' is empty"),
 ]
 
@@ -405,15 +441,24 @@ def test_it_rejects_a_malformed_responses_line(project, bad, message):
 HH_MALFORMED = [
     ('{"chosen": "\\n\\nHuman: Q\\n\\nAssistant: a"}', "missing field 'rejected'"),
     ('{"chosen": 1, "rejected": "x"}', "'chosen' must be a string, got a number"),
-    ('{"chosen": "Hello\\n\\nAssistant: a", "rejected": "Hello\\n\\nAssistant: b"}',
-     "the chosen dialogue does not start with 'Human:'"),
-    ('{"chosen": "\\n\\nHuman: Q\\n\\nAssistant: a\\n\\nHuman: more", "rejected": "\\n\\nHuman: Q\\n\\nAssistant: b"}',
-     "the chosen dialogue does not end with an Assistant reply"),
+    (
+        '{"chosen": "Hello\\n\\nAssistant: a", "rejected": "Hello\\n\\nAssistant: b"}',
+        "the chosen dialogue does not start with 'Human:'",
+    ),
+    (
+        '{"chosen": "\\n\\nHuman: Q\\n\\nAssistant: a\\n\\nHuman: more", '
+        '"rejected": "\\n\\nHuman: Q\\n\\nAssistant: b"}',
+        "the chosen dialogue does not end with an Assistant reply",
+    ),
     ('{"chosen": "\\n\\nAssistant: a", "rejected": "\\n\\nAssistant: b"}', "no Human turn before the final"),
-    ('{"chosen": "\\n\\nHuman: \\n\\nAssistant: a", "rejected": "\\n\\nHuman: \\n\\nAssistant: b"}',
-     "an empty Human turn in the prompt"),
-    ('{"chosen": "\\n\\nHuman: Q\\u0000\\n\\nAssistant: a", "rejected": "\\n\\nHuman: Q\\n\\nAssistant: b"}',
-     "the chosen dialogue contains a NUL character"),
+    (
+        '{"chosen": "\\n\\nHuman: \\n\\nAssistant: a", "rejected": "\\n\\nHuman: \\n\\nAssistant: b"}',
+        "an empty Human turn in the prompt",
+    ),
+    (
+        '{"chosen": "\\n\\nHuman: Q\\u0000\\n\\nAssistant: a", "rejected": "\\n\\nHuman: Q\\n\\nAssistant: b"}',
+        "the chosen dialogue contains a NUL character",
+    ),
 ]
 
 
@@ -680,8 +725,7 @@ def test_the_command_imports_a_file_and_prints_a_summary(tmp_path, capsys):
 
     out = capsys.readouterr().out
     assert out.strip() == (
-        "Imported 2 lines (pairs) into project 'cli': 2 prompts, 4 responses, 2 comparisons created; "
-        "0 duplicate lines."
+        "Imported 2 lines (pairs) into project 'cli': 2 prompts, 4 responses, 2 comparisons created; 0 duplicate lines."
     )
     assert Project.objects.get(slug="cli").name == "From the CLI"
     assert Comparison.objects.filter(project__slug="cli").count() == 2

@@ -62,7 +62,7 @@ def test_the_second_layer_alone_strips_what_markdown_might_let_through():
     # still stops it.
     dirty = (
         '<p style="color:red" onclick="x()">hi</p>'
-        '<script>window.__xss=1</script>'
+        "<script>window.__xss=1</script>"
         '<img src="https://evil.example/x.png" onerror="window.__xss=1">'
         '<iframe src="https://evil.example"></iframe>'
         '<a href="javascript:alert(1)">js</a>'
@@ -94,7 +94,7 @@ def test_it_still_renders_markdown():
     assert "<s>gone</s>" in html
     assert "<ul>" in html and "<li>one</li>" in html
     assert "<ol>" in html and "<li>first</li>" in html
-    assert '<pre><code class="language-python">print(\'&lt;hi&gt;\')' in html
+    assert "<pre><code class=\"language-python\">print('&lt;hi&gt;')" in html
     assert "<table>" in html and "<th" in html and "<td" in html
     # Alignment survives as a class, since style attributes are not allowed.
     assert 'class="align-right"' in html and "style=" not in html

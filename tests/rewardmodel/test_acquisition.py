@@ -224,9 +224,7 @@ def test_it_serves_head_disagreement_first_under_ensemble(project, loop_settings
     loop_settings.save()
     # Same mean reward gap (0) for the first two, but only one has heads that disagree.
     agreed = compare(project, *responses_with_rewards(project, version, [0.0, 0.0], [[0.0, 0.0, 0.0]] * 2))
-    split = compare(
-        project, *responses_with_rewards(project, version, [0.0, 0.0], [[3.0, -3.0, 0.0], [0.0, 0.0, 0.0]])
-    )
+    split = compare(project, *responses_with_rewards(project, version, [0.0, 0.0], [[3.0, -3.0, 0.0], [0.0, 0.0, 0.0]]))
     sure = compare(project, *responses_with_rewards(project, version, [0.0, 2.0], [[0.0] * 3, [2.0, 2.1, 1.9]]))
 
     result = refresh_pairs(project=project, seed=0)

@@ -174,8 +174,9 @@ def test_loops_cannot_be_edited(admin_client, project):
 
 
 def test_the_version_list_shows_the_loop_at_a_glance(admin_client, project):
-    RewardModelVersionFactory(project=project, version=1, status="ready", accuracy=0.583, trigger="manual",
-                              device="cuda:0")
+    RewardModelVersionFactory(
+        project=project, version=1, status="ready", accuracy=0.583, trigger="manual", device="cuda:0"
+    )
     RewardModelVersionFactory(project=project, version=2, status="active", accuracy=0.64)
     response = admin_client.get(VERSIONS, {"status__exact": "ready"})
     html = response.content.decode()

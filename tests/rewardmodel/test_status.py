@@ -26,9 +26,7 @@ def history(project):
     version = RewardModelVersionFactory
     return {
         1: version(project=project, version=1, status="ready", accuracy=0.58),
-        2: version(
-            project=project, version=2, status="active", accuracy=0.64, reference_accuracy=0.71, reference_n=90
-        ),
+        2: version(project=project, version=2, status="active", accuracy=0.64, reference_accuracy=0.71, reference_n=90),
         3: version(
             project=project,
             version=3,
@@ -278,8 +276,12 @@ def test_the_status_counts_judgments_since_the_last_version_and_the_queue(projec
     loop_settings.save()
     RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.6, judgments_count=1)
     for priority, reason in [(0.2, "uncertainty"), (0.9, "exploration"), (0.5, "uncertainty")]:
-        JudgmentFactory(comparison__prompt__project=project, comparison__priority=priority,
-                        comparison__selected_by=reason, rater=alice)
+        JudgmentFactory(
+            comparison__prompt__project=project,
+            comparison__priority=priority,
+            comparison__selected_by=reason,
+            rater=alice,
+        )
     ComparisonFactory(prompt__project=project, priority=5.0, status=Comparison.Status.RETIRED)
 
     status = project_status(project=project, staff=True)

@@ -33,4 +33,3 @@ class Command(BaseCommand):
             # Every line ends with a newline, so the wrapper adds nothing to it.
             result = export_preferences(project=project, format=options["format"], out=self.stdout)
         self.stderr.write(result.summary())
-
