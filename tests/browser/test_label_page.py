@@ -62,7 +62,7 @@ def test_a_rater_judges_three_comparisons_with_the_keyboard_only(live_server, pa
     # Enter with no outcome chosen asks for one and sends nothing.
     page.keyboard.press("Enter")
     expect(page.locator("[data-submit-hint]")).to_be_visible()
-    assert Judgment.objects.count() == 0
+    assert not Judgment.objects.filter(project=project).exists()
 
     # ? opens the shortcut list, and ? closes it again.
     page.keyboard.press("?")
@@ -98,7 +98,7 @@ def test_a_rater_judges_three_comparisons_with_the_keyboard_only(live_server, pa
     expect(page.get_by_role("heading", name="All done")).to_be_visible()
     assert page.evaluate("window.__sameDocument") is True
 
-    assert Judgment.objects.filter(rater=alice).count() == 3
+    assert Judgment.objects.filter(project=project, rater=alice).count() == 3
     for task, rationale, (outcome, strength) in shown:
         judgment = Judgment.objects.get(comparison_id=task["comparison_id"], rater=alice)
         comparison = Comparison.objects.get(pk=task["comparison_id"])
