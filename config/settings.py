@@ -4,6 +4,9 @@ Local runs need nothing set: SQLite under var/, a secret key generated once
 and kept in var/secret_key. Production (DJANGO_ENV=production) requires
 SECRET_KEY and ALLOWED_HOSTS and turns on the secure-cookie/HSTS settings that
 `manage.py check --deploy --fail-level WARNING` asks for.
+
+One file of ~400 lines on purpose: Django reads its settings from one module,
+and keeping every setting here (each with the why) is what makes them findable.
 """
 
 import json

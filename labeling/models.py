@@ -1,8 +1,12 @@
 """The human side of the loop: projects, the pairs to compare, leases, judgments.
 
 Invariants live twice: in the domain functions (assignment.py, judgments.py,
-importing.py) and here as database constraints, so that no code path, admin
+importing/) and here as database constraints, so that no code path, admin
 edit or concurrent request can break them.
+
+One module of ~450 lines because it is one job, the labeling schema: Django
+expects an app's models in one place, and most of the length is help texts and
+constraints, which are the schema's documentation.
 """
 
 from datetime import timedelta

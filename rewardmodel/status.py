@@ -8,6 +8,9 @@ every two seconds (two queries). The schedule's part is rewardmodel.schedule.
 Two audiences: staff see everything; raters (project members) get a read-only
 view with errors reduced to plain words (no exception types, file names,
 broker addresses or task ids) and without the comparison queue.
+
+Just over 400 lines, one job: the status page's read model (its dataclasses
+are most of it); the schedule part already lives in rewardmodel.schedule.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The raters page's and the leaderboard's plots, as SVG drawn on the server.
 
+One job (the geometry and words of the quality plots) in ~640 lines: three chart shapes share their scales,
+ticks and accessible descriptions, which would otherwise be written three times.
+
 No chart library and no script (the CSP allows neither inline script nor eval): this module does the
 geometry (scales, ticks, positions, interval ends) and the words for screen readers, and the templates under
 templates/labeling/quality/ draw it with Django's autoescaping on every label, since rater names and

@@ -1,5 +1,9 @@
 """Rater quality and project agreement: judgment records in, a report out. No Django, no database.
 
+One job, the quality report, in ~750 lines of which a third is this docstring: every figure and flag reads the
+same per-judgment arrays (the vote counts, the worker model's leave-one-out reference), so splitting them would
+pass those arrays between modules for no gain. stats.py holds the primitives.
+
 Input. `build_report(records, gold, settings)` takes judgment records (mappings or a pandas DataFrame) with:
   id (int), rater (str), comparison (int), outcome ("a", "b", "tie", "both_bad"), left ("a"/"b": which response
   was shown on the left), time_ms (int), criteria (optional dict name -> "a"/"b"/"tie"), is_repeat_of
