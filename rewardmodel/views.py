@@ -1,7 +1,9 @@
-"""The reward-model status page, and the three buttons staff have on it.
+"""The reward-model status page, and its three buttons.
 
 Raters who are members of the project see a read-only page; staff see
-everything and may retrain, refresh pairs or activate a ready version. Anyone
+everything. Retrain and refresh need rewardmodel.change_projectloop, activating
+a ready version rewardmodel.change_rewardmodelversion (the permissions the
+admin's actions ask for): staff status alone grants no button. Anyone
 else gets 404 (labeling.access). Each button calls one function of
 rewardmodel.actions and says its outcome in words: nothing heavy runs in the
 web process.
@@ -23,6 +25,9 @@ from rewardmodel.models import RewardModelVersion, Trigger
 from rewardmodel.status import project_status
 
 BROKER_DOWN = "The task queue could not be reached ({error})."
+# Real permissions, the same the admin's actions ask for: staff status alone grants nothing here.
+CHANGE_LOOP = "rewardmodel.change_projectloop"  # retrain, refresh the pairs
+ACTIVATE = "rewardmodel.change_rewardmodelversion"  # switch the serving version
 
 
 @require_GET
@@ -35,6 +40,8 @@ def status(request, slug):
         "status": state,
         "chart": accuracy_chart(state.versions),
         "poll_url": reverse("rewardmodel_api:training", args=[project.pk]),
+        "can_change_loop": request.user.has_perm(CHANGE_LOOP),
+        "can_activate": request.user.has_perm(ACTIVATE),
     }
     return render(request, "rewardmodel/status.html", context)
 
@@ -42,7 +49,7 @@ def status(request, slug):
 @require_POST
 @login_required
 def retrain(request, slug):
-    project = _project_for_staff(request, slug)
+    project = _project_for(request, slug, permission=CHANGE_LOOP)
     requested = actions.request_retrain(project_id=project.pk, reason=Trigger.MANUAL)
     if requested.outcome == Handover.MERGED:
         messages.info(request, "A retrain was already pending; your request was merged into it.")
@@ -61,7 +68,7 @@ def retrain(request, slug):
 @require_POST
 @login_required
 def refresh(request, slug):
-    project = _project_for_staff(request, slug)
+    project = _project_for(request, slug, permission=CHANGE_LOOP)
     requested = actions.request_refresh(project_id=project.pk)
     if requested.outcome == Handover.BROKER_DOWN:
         messages.error(
@@ -76,7 +83,7 @@ def refresh(request, slug):
 @require_POST
 @login_required
 def activate(request, slug, version):
-    project = _project_for_staff(request, slug)
+    project = _project_for(request, slug, permission=ACTIVATE)
     target = get_object_or_404(RewardModelVersion, project=project, version=version)
     try:
         activated = actions.activate_version(version=target)
@@ -96,10 +103,10 @@ def activate(request, slug, version):
     return redirect("rewardmodel:status", slug=project.slug)
 
 
-def _project_for_staff(request, slug):
-    # Members who are not staff learn the project exists (they can see its
+def _project_for(request, slug, *, permission: str):
+    # Members without the permission learn the project exists (they can see its
     # page) but may not act on it; everyone else gets 404 first.
     project = get_project_for_user(request.user, slug=slug)
-    if not request.user.is_staff:
-        raise PermissionDenied("Only staff can change the reward-model loop.")
+    if not request.user.has_perm(permission):
+        raise PermissionDenied("You do not have permission to change this project's reward-model loop.")
     return project

@@ -360,3 +360,41 @@ def test_it_shows_the_wilson_interval_of_an_accuracy_on_enough_pairs(client, adm
     served = re.search(r'<dd data-metric="accuracy">(.*?)</dd>', html, re.S).group(1)
     # 240/400: Wilson 95% interval 55.1%-64.7%
     assert "60.0%" in served and "(55.1–64.7%)" in served
+
+
+@pytest.fixture
+def bare_staff(db):
+    from tests.factories import UserFactory
+
+    return UserFactory(username="clerk", is_staff=True)
+
+
+def test_staff_without_permissions_cannot_activate_retrain_or_refresh(client, bare_staff, project, history, broker):
+    client.force_login(bare_staff)
+    ready = history[1]
+    for url in (
+        reverse("rewardmodel:activate", args=[project.slug, ready.version]),
+        reverse("rewardmodel:retrain", args=[project.slug]),
+        reverse("rewardmodel:refresh", args=[project.slug]),
+    ):
+        assert client.post(url).status_code == 403
+    ready.refresh_from_db()
+    assert ready.status == "ready"
+    assert RewardModelVersion.objects.get(project=project, status="active").version == 2
+    assert not ProjectLoop.objects.filter(project=project, retrain_pending=True).exists()
+    assert published(broker) == []
+    html = client.get(reverse("rewardmodel:status", args=[project.slug])).content.decode()
+    assert 'data-action="retrain"' not in html and 'data-action="activate"' not in html
+
+
+def test_a_user_with_the_loop_permissions_may_activate_and_retrain(client, bare_staff, project, history, broker):
+    from django.contrib.auth.models import Permission
+
+    bare_staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["change_projectloop", "change_rewardmodelversion"])
+    )
+    client.force_login(bare_staff)
+    assert client.post(reverse("rewardmodel:activate", args=[project.slug, 1])).status_code == 302
+    assert RewardModelVersion.objects.get(project=project, status="active").version == 1
+    assert client.post(reverse("rewardmodel:retrain", args=[project.slug])).status_code == 302
+    assert ProjectLoop.objects.get(project=project).retrain_pending
