@@ -202,6 +202,8 @@ WHITENOISE_AUTOREFRESH = not PRODUCTION
 # Uploaded import files can be large (100k pairs is ~100 MB of JSONL).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# The admin's import page refuses a larger upload with 413 from its Content-Length, before reading it.
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_MB", 200) * 1024 * 1024
 # JSON bodies nested deeper than this are refused with 400 (config/middleware.py):
 # Python's json recurses once per level, and "[" * 50_000 would be a 500.
 JSON_MAX_DEPTH = 32

@@ -7,10 +7,11 @@ Judgments and leases are records of what happened: nobody edits them here.
 """
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -92,6 +93,9 @@ class ProjectAdmin(admin.ModelAdmin):
     def import_view(self, request):
         if not request.user.has_perm("labeling.add_comparison"):
             raise PermissionDenied
+        too_large = _upload_too_large(request)
+        if too_large:
+            return too_large
         form = ImportPairsForm(
             request.POST or None, request.FILES or None, initial={"project": request.GET.get("project")}
         )
@@ -333,3 +337,22 @@ class JudgmentAdmin(RecordAdmin):
 
     def delete_queryset(self, request, queryset):
         delete_judgments(judgment_ids=queryset.values_list("pk", flat=True))
+
+
+def _upload_too_large(request) -> HttpResponse | None:
+    """413 for an import upload above IMPORT_MAX_BYTES, judged by its Content-Length before a byte is read."""
+    if request.method != "POST":
+        return None
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    limit = settings.IMPORT_MAX_BYTES
+    if length <= limit:
+        return None
+    return HttpResponse(
+        f"The upload is {length / 2**20:.0f} MB; imports through this page are limited to {limit / 2**20:.0f} MB "
+        "(IMPORT_MAX_MB). Nothing was imported. Import larger files with `manage.py import_pairs`.",
+        status=413,
+        content_type="text/plain; charset=utf-8",
+    )

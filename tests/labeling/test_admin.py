@@ -435,3 +435,22 @@ def test_the_export_download_says_which_weighting_it_used(
         assert lines[0]["margin"] == 2.0  # alice's "clearly" alone: bob's "much" is out
     else:
         assert {line["rater"] for line in lines} == {rater_pseudonym(alice.pk)}
+
+
+@pytest.mark.django_db
+def test_an_upload_above_the_import_limit_gets_413_and_imports_nothing(staff_client, settings):
+    settings.IMPORT_MAX_BYTES = 1024
+    response = staff_client.post(
+        reverse("admin:labeling_project_import"),
+        {"file": upload(pairs_file(50)), "project": "too-big", "name": "Too big", "format": ""},
+    )
+    assert response.status_code == 413
+    assert "limited to" in response.content.decode() and "Nothing was imported" in response.content.decode()
+    assert not Project.objects.filter(slug="too-big").exists()
+    # Under the limit the same page imports as before.
+    settings.IMPORT_MAX_BYTES = 10 * 2**20
+    response = staff_client.post(
+        reverse("admin:labeling_project_import"),
+        {"file": upload(pairs_file(2)), "project": "small", "name": "Small", "format": ""},
+    )
+    assert response.status_code == 302 and Project.objects.filter(slug="small").exists()
