@@ -9,11 +9,11 @@ from rest_framework.test import APIClient
 from labeling.models import RaterAction, RaterStanding
 from labeling.quality import service
 from tests.factories import ComparisonFactory, JudgmentFactory, PromptFactory, ResponseFactory, UserFactory
-from tests.labeling.quality.judged import grant, judged_project, manager
+from tests.labeling.quality.conftest import ROUNDS
+from tests.labeling.quality.judged import grant
 
 pytestmark = pytest.mark.django_db
 
-ROUNDS = 50
 CONTRACT = {
     "rater",
     "judgments",
@@ -27,18 +27,6 @@ CONTRACT = {
     "excluded",
 }
 INTERVAL = {"value", "low", "high", "n"}
-
-
-@pytest.fixture
-def maria(project):
-    return manager(project)
-
-
-@pytest.fixture
-def computed(project, alice, bob, carol):
-    judged_project(project, alice, bob, carol)
-    service.compute_quality(project=project, n_bootstrap=ROUNDS)
-    return project
 
 
 def api(user) -> APIClient:

@@ -20,24 +20,10 @@ from labeling.quality import service
 from labeling.quality.views import csv_header
 from tests.brokers import use_broker
 from tests.factories import ComparisonFactory, JudgmentFactory, UserFactory
-from tests.labeling.quality.judged import grant, judged_project, manager
+from tests.labeling.quality.conftest import ROUNDS
+from tests.labeling.quality.judged import grant
 
 pytestmark = pytest.mark.django_db
-
-ROUNDS = 50
-
-
-@pytest.fixture
-def maria(project):
-    """A manager: a member of the project with view_rater_quality and manage_raters, not staff."""
-    return manager(project)
-
-
-@pytest.fixture
-def computed(project, alice, bob, carol):
-    judged_project(project, alice, bob, carol)
-    service.compute_quality(project=project, n_bootstrap=ROUNDS)
-    return project
 
 
 def client_for(user) -> Client:
