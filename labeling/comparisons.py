@@ -40,10 +40,7 @@ def reopen_comparisons(*, comparison_ids: Iterable[int]) -> int:
     retired are left as they are. Returns how many were reopened."""
     with transaction.atomic():
         retired = Comparison.objects.filter(pk__in=comparison_ids, status=Comparison.Status.RETIRED)
-        # An UPDATE cannot compare with a joined column (project__overlap):
-        # select those first, as a subquery.
-        enough = retired.filter(judgments_count__gte=F("project__overlap"), is_gold=False).values("pk")
-        completed = Comparison.objects.filter(pk__in=enough).update(status=Comparison.Status.COMPLETE)
+        completed = _complete_the_fully_judged(retired.filter(is_gold=False))
         opened = retired.update(status=Comparison.Status.OPEN)
     return completed + opened
 
@@ -92,13 +89,16 @@ def unmark_gold(*, comparison_ids: Iterable[int]) -> int:
     Returns how many were unmarked."""
     with transaction.atomic():
         gold = Comparison.objects.filter(pk__in=comparison_ids, is_gold=True)
-        enough = (
-            gold.exclude(status=Comparison.Status.RETIRED)
-            .filter(judgments_count__gte=F("project__overlap"))
-            .values("pk")
-        )
-        Comparison.objects.filter(pk__in=enough).update(status=Comparison.Status.COMPLETE)
+        _complete_the_fully_judged(gold.exclude(status=Comparison.Status.RETIRED))
         return gold.update(is_gold=False, gold_label="")
+
+
+def _complete_the_fully_judged(comparisons) -> int:
+    """Mark complete those of these comparisons that have all their judgments (the rule of status_by_count,
+    as one UPDATE). Returns how many."""
+    # An UPDATE cannot compare with a joined column (project__overlap): select those first, as a subquery.
+    enough = comparisons.filter(judgments_count__gte=F("project__overlap")).values("pk")
+    return Comparison.objects.filter(pk__in=enough).update(status=Comparison.Status.COMPLETE)
 
 
 def _open_unless_retired():
