@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from django.template.loader import render_to_string
 
+from labeling.quality.charts import Tick
 from rewardmodel.metrics import accuracy_interval, finite_number, too_few_to_judge
 
 TEMPLATE = "rewardmodel/_accuracy_chart.svg"
@@ -24,12 +25,6 @@ CHANCE = 0.5  # a reward model that guesses gets half the held-out pairs right
 _STEPS = (0.01, 0.02, 0.025, 0.05, 0.1, 0.2, 0.25)
 _MAX_Y_TICKS = 7
 _MAX_X_TICKS = 12
-
-
-@dataclass(frozen=True)
-class Tick:
-    at: float  # pixel position along its axis
-    label: str
 
 
 @dataclass(frozen=True)
