@@ -4,7 +4,7 @@ Invariants live twice: in the domain functions (assignment.py, judgments.py,
 importing/) and here as database constraints, so that no code path, admin
 edit or concurrent request can break them.
 
-One module of ~450 lines because it is one job, the labeling schema: Django
+One module of ~500 lines because it is one job, the labeling schema: Django
 expects an app's models in one place, and most of the length is help texts and
 constraints, which are the schema's documentation.
 """
@@ -81,7 +81,14 @@ class Project(models.Model):
         settings.AUTH_USER_MODEL,
         blank=True,
         related_name="labeling_projects",
-        help_text="Raters who may label this project. Staff may label every project.",
+        help_text="Raters who may label this project.",
+    )
+    managers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="managed_projects",
+        help_text="Project managers: they import, export, retrain, activate and manage the raters of this project, "
+        "as far as their group's permissions reach. Admins (superusers) manage every project.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -460,3 +467,37 @@ class ProjectQuality(models.Model):
 
     def __str__(self):
         return f"quality of {self.project}"
+
+
+class ImportJob(models.Model):
+    """One upload through the admin's import page: the file streamed to disk, imported by a Celery task
+    (labeling.tasks.run_import) with the same all-or-nothing rule as the command, and its progress and
+    result kept here for the progress and result page."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Imported"
+        FAILED = "failed", "Failed: nothing imported"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    filename = models.CharField(max_length=255, help_text="The uploaded file's name, as the browser sent it.")
+    path = models.CharField(max_length=1000, help_text="Where the upload waits on disk until it is imported.")
+    size_bytes = models.BigIntegerField(default=0)
+    options = models.JSONField(default=dict, blank=True, help_text="The import's options (format, gold, ...).")
+    bytes_done = models.BigIntegerField(default=0, help_text="How far the import has read (for the progress bar).")
+    lines_done = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True, help_text="Counts of what was imported.")
+    errors = models.JSONField(default=list, blank=True, help_text='[{"line": n, "message": "..."}] when it failed.')
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "created_at"], name="import_job_project_idx")]
+
+    def __str__(self):
+        return f"import {self.pk} of {self.filename} into {self.project}"
