@@ -6,7 +6,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test setup setup-test migrate demo chromium lint bench-import bench-refresh bench-rm
+.PHONY: run serve collectstatic-production bench-hot-path test setup setup-test migrate demo chromium lint bench-import bench-refresh bench-rm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,17 +38,32 @@ migrate: setup
 demo: migrate
 	$(BIN)/python manage.py load_demo
 
+# The production web server (gunicorn, config/gunicorn.conf.py: WEB_CONCURRENCY
+# workers, WEB_THREADS threads each), on HOST:PORT. The one place its command
+# lives: `make serve` runs it alone, `make run` beside the workers, and
+# benchmarks/ start it through `make serve`. In production (DJANGO_ENV=production)
+# static files are collected first; locally whitenoise serves them from the app folders.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SERVE := $(BIN)/gunicorn --config config/gunicorn.conf.py --bind $(HOST):$(PORT) config.wsgi
+
+collectstatic-production:
+	@if [ "$$DJANGO_ENV" = production ]; then $(BIN)/python manage.py collectstatic --noinput -v 0; fi
+
+serve: migrate collectstatic-production
+	exec $(SERVE)
+
 # Web, a training worker (queue gpu), a light worker with the beat scheduler
 # (queue default), all stopped together by Ctrl-C. With no REDIS_URL the
 # broker is the embedded one under var/broker.
-run: demo
-	@echo "Serving http://127.0.0.1:8000 with a worker and beat (Ctrl-C stops all)."
+run: demo collectstatic-production
+	@echo "Serving http://$(HOST):$(PORT) with a worker and beat (Ctrl-C stops all)."
 	@trap 'kill 0' INT TERM EXIT; \
 	$(BIN)/celery -A config worker --queues gpu --concurrency 1 --prefetch-multiplier 1 \
 		--hostname gpu@%h --loglevel INFO & \
 	$(BIN)/celery -A config worker --queues default --concurrency 1 --hostname default@%h \
 		--beat --schedule var/celerybeat-schedule --loglevel INFO & \
-	$(BIN)/python manage.py runserver 127.0.0.1:8000 --noreload
+	$(SERVE)
 
 test: setup-test
 	$(BIN)/python -m pytest

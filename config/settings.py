@@ -142,7 +142,26 @@ TEMPLATES = [
 
 # Database: DATABASE_URL (postgres://user@host:port/name) or SQLite under var/.
 _default_sqlite = f"sqlite:///{VAR_DIR / 'labeling.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", _default_sqlite), conn_max_age=60)}
+DATABASES = {"default": dj_database_url.parse(env_str("DATABASE_URL", _default_sqlite))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Each process keeps a pool of DB_POOL_SIZE connections (psycopg_pool),
+    # reused across requests: no connection set-up per request, and never more
+    # than processes x DB_POOL_SIZE connections, whatever the number of raters
+    # (make serve: WEB_CONCURRENCY x this). One per thread: a sync worker needs
+    # one. A request that finds none free waits DB_POOL_TIMEOUT seconds, then fails.
+    # The pool owns the connections, so CONN_MAX_AGE must stay 0.
+    # Several machines against one PostgreSQL: PgBouncer in front (README).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # With a pool, Django turns this into psycopg_pool's check on hand-out: a
+    # connection that died with its server (a PostgreSQL restart) is replaced
+    # instead of failing a request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    _pool_size = env_int("DB_POOL_SIZE", env_int("WEB_THREADS", 1))
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": _pool_size,
+        "max_size": _pool_size,
+        "timeout": env_int("DB_POOL_TIMEOUT", 10),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite ignores SELECT ... FOR UPDATE. IMMEDIATE transactions take the
     # write lock at BEGIN, so two raters' assignment transactions serialise
@@ -196,8 +215,9 @@ STORAGES = {
 }
 # Local runs serve static files straight from the app folders (no collectstatic).
 WHITENOISE_USE_FINDERS = not PRODUCTION
-# Re-read files on change in local runs (a stale cached label.js is a confusing bug).
-WHITENOISE_AUTOREFRESH = not PRODUCTION
+# Re-read files on change while developing (DEBUG=true); otherwise the file
+# list is built once at start-up, as in production (a scan per request costs).
+WHITENOISE_AUTOREFRESH = DEBUG and not PRODUCTION
 
 # Uploaded import files can be large (100k pairs is ~100 MB of JSONL).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
@@ -373,6 +393,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "rewardmodel.tasks.retrain": {"queue": "gpu"},
     "rewardmodel.tasks.refresh": {"queue": "gpu"},
+    # A linear fit on cached embeddings and a re-rank: seconds on a CPU, never behind a training.
+    "rewardmodel.tasks.refit_heads": {"queue": "default"},
     # Rater quality: row reads and numpy work, no model.
     "labeling.tasks.compute_quality": {"queue": "default"},
     "labeling.tasks.compute_quality_for_active_projects": {"queue": "default"},

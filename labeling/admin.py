@@ -4,6 +4,10 @@ Tables here grow to millions of rows, so changelists avoid full counts
 (show_full_result_count=False), load foreign keys in the same query
 (list_select_related) and pick related rows by id (raw_id_fields).
 Judgments and leases are records of what happened: nobody edits them here.
+
+Who sees what (labeling.access): the model permissions are Django's (a staff user without any sees
+nothing), and every page of project data is scoped on top of them (ProjectScopedAdmin): a project
+manager sees and acts only on the rows of the projects they manage, admins on every project.
 """
 
 from django import forms
@@ -18,7 +22,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from labeling import exporting, importing
+from labeling import access, exporting, importing
 from labeling.comparisons import (
     mark_gold_by_reference_label,
     reopen_comparisons,
@@ -53,17 +57,46 @@ class ImportPairsForm(forms.Form):
     )
 
 
+class ProjectScopedAdmin(admin.ModelAdmin):
+    """A model admin whose rows belong to a project: managers get the rows of the projects they manage,
+    admins every row. The changelist, the change, delete and history pages and every action read
+    get_queryset, so another project's row is "not found" to a manager, whatever their permissions."""
+
+    managers_lookup = "project__managers"  # from a row to its project's managers
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if access.is_admin(request.user):
+            return queryset
+        return queryset.filter(**{self.managers_lookup: request.user.pk})
+
+
+class ProjectFilter(admin.RelatedFieldListFilter):
+    """The project filter, listing only the projects the user may see here (Django's lists every project)."""
+
+    def field_choices(self, field, request, model_admin):
+        return [(project.pk, str(project)) for project in access.managed_projects(request.user).order_by("name")]
+
+
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ProjectScopedAdmin):
     list_display = ["name", "slug", "is_active", "overlap", "rater_count", "links"]
     list_filter = ["is_active"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    filter_horizontal = ["raters"]
+    filter_horizontal = ["raters", "managers"]
     readonly_fields = ["created_at"]
+    managers_lookup = "managers"
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(rater_count=Count("raters", distinct=True))
+
+    def get_readonly_fields(self, request, obj=None):
+        # Who manages a project is the admins' decision: a manager who could add managers could hand
+        # their rights to anyone.
+        if access.is_admin(request.user):
+            return self.readonly_fields
+        return [*self.readonly_fields, "managers"]
 
     @admin.display(description="Raters", ordering="rater_count")
     def rater_count(self, project):
@@ -128,12 +161,13 @@ class ProjectAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/labeling/project/import.html", context)
 
     def export_view(self, request, project_id, format):
-        # Raw exports carry every judgment's rationale: only for those who may read judgments.
-        if not request.user.has_perm("labeling.view_judgment"):
+        # Raw exports carry every judgment's rationale: only for those who may read judgments, of the
+        # projects they manage (another project is "not found").
+        if not request.user.has_perm(access.EXPORT):
             raise PermissionDenied
         if format not in exporting.FORMATS:
             raise Http404("No such export format.")
-        project = get_object_or_404(Project, pk=project_id)
+        project = get_object_or_404(access.projects_where(request.user, access.EXPORT), pk=project_id)
         # Read before the first byte goes out, so that a header can say which weighting the lines use.
         weights = judgment_weights(project=project)
         response = StreamingHttpResponse(
@@ -146,9 +180,9 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(ProjectScopedAdmin):
     list_display = ["id", "preview", "project", "turns", "external_id", "created_at"]
-    list_filter = ["project"]
+    list_filter = [("project", ProjectFilter)]
     search_fields = ["=id", "=external_id", "=content_hash"]
     list_select_related = ["project"]
     readonly_fields = ["content_hash", "created_at"]
@@ -172,7 +206,8 @@ class PromptAdmin(admin.ModelAdmin):
 
 
 @admin.register(Response)
-class ResponseAdmin(admin.ModelAdmin):
+class ResponseAdmin(ProjectScopedAdmin):
+    managers_lookup = "prompt__project__managers"
     list_display = ["id", "preview", "source", "prompt_id", "created_at"]
     search_fields = ["=id", "=prompt__id", "=content_hash", "source"]
     raw_id_fields = ["prompt"]
@@ -221,7 +256,7 @@ class PriorityFilter(admin.SimpleListFilter):
 
 
 @admin.register(Comparison)
-class ComparisonAdmin(admin.ModelAdmin):
+class ComparisonAdmin(ProjectScopedAdmin):
     list_display = [
         "id",
         "project",
@@ -237,7 +272,7 @@ class ComparisonAdmin(admin.ModelAdmin):
     ]
     # Only filters with fixed choices (or the short project list): a filter on a
     # free-text column would run SELECT DISTINCT over the whole table.
-    list_filter = ["status", PriorityFilter, "project", "reference_label", "is_gold", "gold_label"]
+    list_filter = ["status", PriorityFilter, ("project", ProjectFilter), "reference_label", "is_gold", "gold_label"]
     search_fields = ["=id", "=prompt__id"]
     list_select_related = ["project"]
     raw_id_fields = ["prompt", "response_a", "response_b"]
@@ -252,6 +287,11 @@ class ComparisonAdmin(admin.ModelAdmin):
             return self.readonly_fields
         # Judgments refer to these responses as A and B; swapping them would flip every vote.
         return [*self.readonly_fields, "project", "prompt", "response_a", "response_b"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "project":  # a manager adds comparisons to their own projects only
+            kwargs["queryset"] = access.projects_where(request.user, access.IMPORT)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change):
         if {"is_gold", "gold_label"} & set(form.changed_data):
@@ -289,8 +329,8 @@ class ComparisonAdmin(admin.ModelAdmin):
         self.message_user(request, f"Unmarked {unmarked} gold comparisons.", messages.SUCCESS)
 
 
-class RecordAdmin(admin.ModelAdmin):
-    """What raters did is a record: nobody adds or edits it here. Superusers
+class RecordAdmin(ProjectScopedAdmin):
+    """What raters did is a record: nobody adds or edits it here. Admins
     may delete (so that deleting a project or comparison still works)."""
 
     def has_add_permission(self, request):
@@ -300,13 +340,13 @@ class RecordAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
-        return request.user.is_superuser
+        return access.is_admin(request.user) and super().has_delete_permission(request, obj)
 
 
 @admin.register(Assignment)
 class AssignmentAdmin(RecordAdmin):
     list_display = ["id", "rater", "project", "comparison_id", "state", "left", "issued_at", "expires_at"]
-    list_filter = ["state", "project"]
+    list_filter = ["state", ("project", ProjectFilter)]
     search_fields = ["rater__username", "=comparison__id"]
     list_select_related = ["rater", "project"]
     show_full_result_count = False
@@ -325,7 +365,7 @@ class JudgmentAdmin(RecordAdmin):
         "time_spent_ms",
         "created_at",
     ]
-    list_filter = ["outcome", "strength", "project", "left"]
+    list_filter = ["outcome", "strength", ("project", ProjectFilter), "left"]
     search_fields = ["rater__username", "=comparison__id"]
     list_select_related = ["rater", "project"]
     show_full_result_count = False

@@ -165,15 +165,20 @@ def _queue_for(*, rater, project: Project, now):
     )
 
 
-def _lock_next_candidate(*, rater, project: Project, now, exclude: list[int]) -> Comparison | None:
-    candidates = (
-        _queue_for(rater=rater, project=project, now=now)
+def candidates_for(*, rater, project: Project, exclude: list[int], now=None):
+    """The queue in serving order, locking what it returns (the candidate
+    query; tests check its plan walks comparison_queue_idx at 100,000 rows)."""
+    return (
+        _queue_for(rater=rater, project=project, now=now or timezone.now())
         .exclude(pk__in=exclude)
         .select_related(*_TASK_RELATED)
         .order_by("-priority", "created_at", "pk")
         .select_for_update(skip_locked=True, of=("self",))
     )
-    return candidates.first()
+
+
+def _lock_next_candidate(*, rater, project: Project, now, exclude: list[int]) -> Comparison | None:
+    return candidates_for(rater=rater, project=project, exclude=exclude, now=now).first()
 
 
 def _real_work_left(*, rater, project: Project, now) -> Q:

@@ -94,6 +94,9 @@ class Project(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # The Admins group's reach (labeling.access): with it, every other permission the user holds counts on
+        # every project, not only on those they manage.
+        permissions = [("manage_every_project", "Can act on every project (admins)")]
         constraints = [
             models.CheckConstraint(condition=Q(overlap__gte=1), name="project_overlap_at_least_one"),
             models.CheckConstraint(

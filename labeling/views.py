@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from labeling.access import get_project_for_user, projects_for
+from labeling.access import get_project_to_label, projects_for
 from labeling.assignment import next_comparison_for, skip_comparison
 from labeling.forms import JudgmentForm, SkipForm
 from labeling.judgments import ComparisonNotFound, InvalidJudgment, LeaseConflict, record_judgment
@@ -54,13 +54,13 @@ def project_list(request):
 @require_GET
 @login_required
 def label(request, slug):
-    project = get_project_for_user(request.user, slug=slug)
+    project = get_project_to_label(request.user, slug=slug)
     return _render_task(request, project)
 
 
 @login_required
 def judge(request, slug):
-    project = get_project_for_user(request.user, slug=slug)
+    project = get_project_to_label(request.user, slug=slug)
     if request.method != "POST":
         # A login redirect can land here with GET (?next=.../judge/).
         return redirect("labeling:label", slug=project.slug)
@@ -82,7 +82,7 @@ def judge(request, slug):
 @require_POST
 @login_required
 def skip(request, slug):
-    project = get_project_for_user(request.user, slug=slug)
+    project = get_project_to_label(request.user, slug=slug)
     form = SkipForm(request.POST)
     if not form.is_valid():
         notice = "That skip did not say which comparison."

@@ -43,6 +43,31 @@ still pick them, and the next version scores them. Comparison.selected_by of
 every open comparison is rewritten: the strategy, or "exploration" for a slot
 given to a random pick ("import" does not survive the first refresh).
 
+- "doptimal": D-optimal experimental design on the reward's last layer, from
+  Shen et al., "Active Reward Modeling: Adaptive Preference Labeling for Large
+  Model Alignment" (ICML 2025). What we took from it: a Bradley-Terry reward that
+  is linear in a frozen embedding e, r = w·e, has Fisher information
+  M = λI + Σ_judged p(1−p)·d dᵀ over the judged pairs (d = e_a − e_b,
+  p = σ(r_a − r_b), λ the prior's precision); labelling pair x adds
+  p(1−p)·d dᵀ, and the paper's greedy D-optimal batch picks, one by one, the
+  pair that most increases log det M, i.e. the largest log(1 + p(1−p)·dᵀM⁻¹d),
+  updating M after each pick (Sherman-Morrison, so a batch is not spent on
+  near-duplicates). Its two factors are the two things a label can teach: a
+  pair the model cannot call (p near 0.5) in a direction of embedding space
+  the judgments have not yet covered (dᵀM⁻¹d large). The first
+  `dopt_batch` slots (the judgments expected before the next refresh:
+  LoopSettings.retrain_every, 50 when 0) are that greedy batch; the rest
+  rank by the one-pair gain. It needs the embeddings the reward head reads
+  (`Features`, passed by the caller: the embedding cache beside each
+  version); without them it ranks at random, and the result says so
+  ("uncertainty" is what the benchmark found worst on real data).
+
+A mix with random is not a separate strategy: LoopSettings.exploration_share
+gives that share of queue slots to uniformly random pairs under any strategy
+(`queue_order`), so "50% random, 50% D-optimal" is exploration_share=0.5.
+benchmarks/acquisition.py measures such mixes with a strategy spelled
+"doptimal:0.5".
+
 We built "ensemble" rather than Thompson sampling: Thompson draws one head per
 decision and asks about what that head thinks is best, which suits finding the
 best response (a dueling bandit) rather than teaching the reward model where it
@@ -69,7 +94,7 @@ re-prioritised, which the next refresh completes. Keep refresh_pairs out of
 any longer transaction of the caller's: inside one, the batches' locks last
 until the caller commits.
 
-Why one module of ~450 lines: it is one job, one refresh, and every part
+Why one module of ~600 lines: it is one job, one refresh, and every part
 exists only for it. The scoring and ordering functions are pure numpy and are
 tested on their own, without a database; the rest loads and writes in bulk
 for them; and a seventh of the file is this docstring.
@@ -102,6 +127,19 @@ _BATCH_SIZE = 2_000
 
 
 @dataclass(frozen=True)
+class Features:
+    """What "doptimal" reads beyond rewards: one vector per response that the reward head is linear in.
+
+    The caller supplies them (the embedding cache beside a version, or the benchmark's frozen embeddings):
+    refresh_pairs loads nothing heavy itself. Responses without a row rank as unscored.
+    """
+
+    response_ids: np.ndarray  # (n,) int64, ascending
+    embeddings: np.ndarray  # (n, d)
+    prior_precision: float = 1.0  # λ of the head's Gaussian prior (rewardmodel.core.head.DEFAULT_L2)
+
+
+@dataclass(frozen=True)
 class RefreshResult:
     strategy: Strategy  # the strategy that actually ranked the pairs (after fallbacks)
     comparisons_scored: int  # candidates scored: open comparisons + unlabelled pairs
@@ -110,6 +148,10 @@ class RefreshResult:
     comparisons_retired: int  # complete comparisons moved to retired
     exploration_picks: int  # queue slots (updated or created) given to a random pick
     seconds: float  # wall time of the whole refresh
+
+
+# "doptimal" plans this many picks jointly when the loop retrains on no judgment count (retrain_every 0).
+DOPT_BATCH = 50
 
 
 # --- Scoring: pure functions over numpy arrays, higher = more informative ---
@@ -150,6 +192,66 @@ def ensemble_scores(heads_a, heads_b) -> np.ndarray:
     # H(σ(x)) = softplus(x) − x·σ(x): exact from the logit, no log(0).
     expected_entropy = (np.logaddexp(0.0, logits) - logits * p).mean(axis=1)
     return np.maximum(_entropy(p.mean(axis=1)) - expected_entropy, 0.0)
+
+
+def doptimal_scores(diff, p, information, *, batch: int, shortlist: int | None = None) -> np.ndarray:
+    """Greedy D-optimal batch on the Fisher information (Shen et al., ICML 2025): higher = pick sooner.
+
+    diff: (pairs, d) embedding differences e_a − e_b (NaN rows: unscored); p: (pairs,) P(A beats B) under the
+    current model; information: (d, d) the current Fisher M (prior plus judged pairs, `fisher_information`).
+    The one-pair gain of x is log det(M + c·d dᵀ) − log det M = log(1 + c·dᵀM⁻¹d), c = p(1−p). The first
+    `batch` picks are greedy: each takes the largest gain, then M absorbs it (Sherman-Morrison), so the next
+    pick is judged given the ones before it. They come back above every other score, in pick order; the rest
+    score their one-pair gain under the starting M. The greedy part runs over the `shortlist` best one-pair
+    gains (default max(20·batch, 1000)): a pick only lowers other gains, so the best batch is almost always
+    among them, and it keeps 100,000 candidates to one pass.
+
+    >>> m = np.eye(2)                             # nothing judged yet: the prior alone
+    >>> d = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> doptimal_scores(d, np.full(3, 0.5), m, batch=2).argsort()[::-1].tolist()   # 2nd pick: the new direction
+    [0, 2, 1]
+    """
+    diff = np.asarray(diff, dtype=float)
+    p = np.asarray(p, dtype=float)
+    n = len(diff)
+    scores = np.full(n, np.nan)
+    ok = np.flatnonzero(np.isfinite(diff).all(axis=1) & np.isfinite(p))
+    if not len(ok):
+        return scores
+    d, c = diff[ok], p[ok] * (1.0 - p[ok])
+    inverse = np.linalg.inv(np.asarray(information, dtype=float))
+    q = np.einsum("ij,jk,ik->i", d, inverse, d)
+    gains = np.log1p(c * q)
+    scores[ok] = gains
+    batch = min(batch, len(ok))
+    if batch < 1:
+        return scores
+    short = np.argsort(-gains, kind="stable")[: max(shortlist or 20 * batch, 1000, batch)]
+    d_s, c_s, q_s = d[short], c[short], q[short].copy()
+    taken = np.zeros(len(short), dtype=bool)
+    top = float(gains.max()) + 1.0
+    for rank in range(batch):
+        pick = int(np.argmax(np.where(taken, -np.inf, np.log1p(c_s * q_s))))
+        taken[pick] = True
+        scores[ok[short[pick]]] = top + (batch - rank)
+        # M' = M + c·d dᵀ: M'⁻¹ = M⁻¹ − c·u uᵀ / (1 + c·q), u = M⁻¹d; and each q_i drops by c·(u·d_i)² / (1 + c·q).
+        u = inverse @ d_s[pick]
+        shrink = c_s[pick] / (1.0 + c_s[pick] * q_s[pick])
+        q_s = np.maximum(q_s - shrink * (d_s @ u) ** 2, 0.0)
+        inverse -= shrink * np.outer(u, u)
+    return scores
+
+
+def fisher_information(diff, p, *, prior_precision: float) -> np.ndarray:
+    """(d, d) Fisher information of a linear BT reward: λI + Σ p(1−p)·d dᵀ over the given (judged) pairs.
+
+    Rows with NaN (a response without features or reward) are left out.
+    """
+    diff = np.asarray(diff, dtype=float)
+    p = np.asarray(p, dtype=float)
+    ok = np.isfinite(diff).all(axis=1) & np.isfinite(p)
+    d, c = diff[ok], p[ok] * (1.0 - p[ok])
+    return prior_precision * np.eye(diff.shape[1]) + (d * c[:, None]).T @ d
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -229,13 +331,19 @@ def queue_order(
 
 
 def refresh_pairs(
-    *, project: Project, version: RewardModelVersion | None = None, seed: int | None = None
+    *,
+    project: Project,
+    version: RewardModelVersion | None = None,
+    seed: int | None = None,
+    features: Features | None = None,
 ) -> RefreshResult:
     """Re-prioritise the project's open comparisons, add the best new pairs, retire complete ones.
 
     version: whose rewards to rank by; None means the project's active version.
     No version, or one that scored none of the project's responses, ranks at
-    random. The same data and seed give the same result.
+    random. features: the response embeddings "doptimal" reads (ignored by the
+    other strategies); without them "doptimal" ranks at random. The same data
+    and seed give the same result.
     """
     started = time.perf_counter()
     settings = loop_settings_for(project)
@@ -253,8 +361,14 @@ def refresh_pairs(
         version=None if wanted == Strategy.RANDOM else version,
         with_heads=wanted == Strategy.ENSEMBLE,
     )
-    candidates = _candidates(responses, _load_comparisons(project=project))
-    strategy, scores = _score(wanted, responses, candidates, rng)
+    comparisons = _load_comparisons(project=project)
+    candidates = _candidates(responses, comparisons)
+    if wanted == Strategy.DOPTIMAL:
+        strategy, scores = _score_doptimal(
+            responses, candidates, comparisons, features, batch=settings.retrain_every or DOPT_BATCH, rng=rng
+        )
+    else:
+        strategy, scores = _score(wanted, responses, candidates, rng)
     # Under "random" every slot already is a random pick.
     share = 0.0 if strategy == Strategy.RANDOM else settings.exploration_share
     order, explored = queue_order(
@@ -265,7 +379,7 @@ def refresh_pairs(
     priorities = (n_slots - np.arange(n_slots)) / max(n_slots, 1)
     # What each slot's comparison says about itself: the strategy's own value
     # (Strategy's values are Comparison.SelectedBy's), or a random pick's.
-    reasons = np.where(explored, Comparison.SelectedBy.EXPLORATION.value, Comparison.SelectedBy(strategy).value)
+    reasons = np.where(explored, Comparison.SelectedBy.EXPLORATION.value, strategy.value)
     is_new = candidates.is_new[order]
     update_ids = candidates.comparison_ids[order[~is_new]].tolist()
     new_comparisons = _new_comparisons(
@@ -413,6 +527,37 @@ def _score(wanted: Strategy, responses: _Responses, candidates: _Candidates, rng
         heads = np.vstack([responses.heads, np.full((1, responses.heads.shape[1]), np.nan)])
         return Strategy.ENSEMBLE, ensemble_scores(heads[candidates.a], heads[candidates.b])
     return Strategy.UNCERTAINTY, uncertainty_scores(rewards[candidates.a], rewards[candidates.b])
+
+
+def _score_doptimal(
+    responses: _Responses, candidates: _Candidates, comparisons, features: Features | None, *, batch: int, rng
+) -> tuple[Strategy, np.ndarray]:
+    rewards = np.append(responses.rewards, np.nan)
+    if features is None or not np.isfinite(rewards).any():
+        return Strategy.RANDOM, random_scores(len(candidates.a), rng)
+    # The feature row of each response (NaN where the caller has none), plus the NaN sentinel row.
+    dim = features.embeddings.shape[1]
+    vectors = np.full((len(responses.ids) + 1, dim), np.nan)
+    rows = np.searchsorted(features.response_ids, responses.ids)
+    rows = np.minimum(rows, max(len(features.response_ids) - 1, 0))
+    known = (features.response_ids[rows] == responses.ids) if len(features.response_ids) else rows < 0
+    vectors[:-1][known] = np.asarray(features.embeddings, dtype=float)[rows[known]]
+
+    # The judged pairs (complete or retired comparisons) are what M already knows.
+    _, pair_a, pair_b, is_open = comparisons
+    index = {int(i): k for k, i in enumerate(responses.ids.tolist())}
+    sentinel = len(responses.ids)
+    judged_a = np.array([index.get(int(i), sentinel) for i in pair_a[~is_open]], dtype=np.int64)
+    judged_b = np.array([index.get(int(i), sentinel) for i in pair_b[~is_open]], dtype=np.int64)
+    information = fisher_information(
+        vectors[judged_a] - vectors[judged_b],
+        _sigmoid(rewards[judged_a] - rewards[judged_b]),
+        prior_precision=features.prior_precision,
+    )
+    p = _sigmoid(rewards[candidates.a] - rewards[candidates.b])
+    return Strategy.DOPTIMAL, doptimal_scores(
+        vectors[candidates.a] - vectors[candidates.b], p, information, batch=batch
+    )
 
 
 def _new_comparisons(*, project, responses: _Responses, a, b, priorities, reasons, rng) -> list[Comparison]:

@@ -9,6 +9,10 @@ by registering a subclass in its place, as one extends the User admin.
 Versions and loop rows are records of what the pipeline did: nobody edits them
 here. Every action goes through the same functions the status page uses
 (rewardmodel.actions) and only says their outcome in words.
+
+Who may (labeling.access): the permission each action names, on the projects
+the user manages (every page here is scoped to them: ProjectScopedAdmin);
+admins on every project.
 """
 
 from django.contrib import admin, messages
@@ -17,6 +21,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from labeling.admin import ProjectAdmin as LabelingProjectAdmin
+from labeling.admin import ProjectFilter, ProjectScopedAdmin
 from labeling.models import Project
 from rewardmodel import actions
 from rewardmodel.actions import Handover
@@ -94,8 +99,8 @@ class ProjectAdmin(LabelingProjectAdmin):
             self.message_user(request, f"Refresh of the pairs requested for {sent} project(s).", messages.SUCCESS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable, never added, changed or deleted through the admin."""
+class ReadOnlyAdmin(ProjectScopedAdmin):
+    """Viewable (the rows of the projects one manages), never added, changed or deleted through the admin."""
 
     def has_add_permission(self, request):
         return False
@@ -111,7 +116,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class RewardModelVersionAdmin(ReadOnlyAdmin):
     list_display = ["project", "version", "status", "accuracy", "judgments_count", "device", "trigger", "finished_at"]
     list_display_links = ["project", "version"]
-    list_filter = ["status", "trigger", "device", "project"]
+    list_filter = ["status", "trigger", "device", ("project", ProjectFilter)]
     list_select_related = ["project"]
     search_fields = ["project__name", "project__slug"]
     ordering = ["project__name", "-version"]

@@ -1,12 +1,12 @@
 """The reward-model API: versions, the loop's status, training progress, and scoring.
 
 Who may call what: every endpoint is for signed-in users (session or token:
-REST_FRAMEWORK's defaults in settings) who may label the project, as
-labeling.access decides (staff: every active project; raters: the projects
-they are members of); anyone else gets 404.
-Raters get the same read-only view as on the status page (errors in plain
-words, no comparison queue). Scoring is open to the same people: raters may
-score too; it reveals nothing about other raters' judgments.
+REST_FRAMEWORK's defaults in settings) who may see the project, as
+labeling.access decides (its raters and managers, and admins); anyone else
+gets 404. Raters get the same read-only view as on the status page (errors in
+plain words, no comparison queue); managers with rewardmodel.view_projectloop
+and admins the full one. Scoring is open to everyone who may see the project:
+raters may score too; it reveals nothing about other raters' judgments.
 
 Views parse with an input serializer, call one selector or domain function
 (rewardmodel.status, rewardmodel.serving) and render an output serializer.
@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from labeling.access import get_project_for_user
+from labeling.access import get_project_for_user, may
 from labeling.api.common import FIELD_ERRORS, NOT_FOUND, Conflict, Unavailable, valid
 from labeling.api.serializers import ErrorSerializer
 from labeling.models import Comparison
@@ -36,6 +36,8 @@ MAX_RESPONSES = 16
 MAX_TEXT_CHARS = 16_000  # per response and per message; the model reads max_length tokens anyway
 MAX_TURNS = 50
 MAX_CONVERSATION_CHARS = 32_000
+# The full view (errors' details, the comparison queue): the project's managers and admins.
+VIEW_LOOP = "rewardmodel.view_projectloop"
 
 
 # --- output serializers -------------------------------------------------------
@@ -64,7 +66,7 @@ class RewardModelVersionSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     error = serializers.CharField(
-        help_text="Why it failed or was not activated; staff get the details, raters plain words. Empty if none."
+        help_text="Why it failed or was not activated; managers get the details, raters plain words. Empty if none."
     )
     durations = serializers.DictField(child=serializers.FloatField(), help_text="Seconds per pipeline step.")
 
@@ -74,7 +76,7 @@ class TrainingSerializer(serializers.Serializer):
     percent = serializers.IntegerField(allow_null=True, help_text="Null while the step count is not known yet.")
     eta_seconds = serializers.FloatField(allow_null=True, help_text="Rough estimate from the pace so far.")
     eta_text = serializers.CharField(help_text='The estimate in words, e.g. "about 3 min left".')
-    stalled = serializers.BooleanField(help_text="The worker stopped renewing its lease (staff only).")
+    stalled = serializers.BooleanField(help_text="The worker stopped renewing its lease (managers only).")
 
 
 class QueueStateSerializer(serializers.Serializer):
@@ -85,7 +87,7 @@ class QueueStateSerializer(serializers.Serializer):
     pending_since = serializers.DateTimeField(allow_null=True)
     enqueued_at = serializers.DateTimeField(allow_null=True, help_text="Null while waiting for the broker.")
     waiting_for_broker = serializers.BooleanField()
-    enqueue_error = serializers.CharField(help_text="Why the broker refused the last hand-over (staff only).")
+    enqueue_error = serializers.CharField(help_text="Why the broker refused the last hand-over (managers only).")
     last_trigger_at = serializers.DateTimeField(allow_null=True)
     coalesced_triggers = serializers.IntegerField()
     slot_held_until = serializers.DateTimeField(allow_null=True, help_text="A worker holds the training slot.")
@@ -118,9 +120,9 @@ class AcquisitionSerializer(serializers.Serializer):
     strategy_label = serializers.CharField()
     exploration_share = serializers.FloatField()
     pair_budget = serializers.IntegerField()
-    open_comparisons = serializers.IntegerField(allow_null=True, help_text="Staff only; null for raters.")
+    open_comparisons = serializers.IntegerField(allow_null=True, help_text="Managers only; null for raters.")
     open_by_selected_by = serializers.DictField(child=serializers.IntegerField())
-    top = QueueItemSerializer(many=True, help_text="The next comparisons raters get (staff only).")
+    top = QueueItemSerializer(many=True, help_text="The next comparisons raters get (managers only).")
 
 
 class ProjectRefSerializer(serializers.Serializer):
@@ -131,7 +133,9 @@ class ProjectRefSerializer(serializers.Serializer):
 
 class ProjectStatusSerializer(serializers.Serializer):
     project = ProjectRefSerializer()
-    staff = serializers.BooleanField(help_text="True: the full view; false: a rater's read-only view.")
+    staff = serializers.BooleanField(
+        help_text="True: the full view (managers, admins); false: a rater's read-only view."
+    )
     active = RewardModelVersionSerializer(allow_null=True)
     training = TrainingSerializer(allow_null=True)
     busy = serializers.BooleanField(help_text="A training runs or a retrain is pending.")
@@ -225,12 +229,13 @@ class RewardModelListView(generics.ListAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no request user
             return RewardModelVersion.objects.none()
-        project = get_project_for_user(self.request.user, project_id=self.kwargs["pk"])
+        project = self.project = get_project_for_user(self.request.user, project_id=self.kwargs["pk"])
         return RewardModelVersion.objects.filter(project=project).defer("config", "data_snapshot").order_by("-version")
 
     def list(self, request, *args, **kwargs):
         page = self.paginate_queryset(self.get_queryset())
-        rows = [version_row(v, staff=request.user.is_staff) for v in page]
+        full = may(request.user, VIEW_LOOP, self.project)
+        rows = [version_row(v, staff=full) for v in page]
         return self.get_paginated_response(self.get_serializer(rows, many=True).data)
 
 
@@ -239,11 +244,12 @@ class ProjectStatusView(APIView):
         responses={200: ProjectStatusSerializer, 404: NOT_FOUND},
         summary="The reward-model loop of a project: what the status page shows",
         description="Active version, training in progress, history, retrain queue, schedule and acquisition. "
-        "Staff get everything; raters a read-only view without errors' details or the comparison queue.",
+        "Managers and admins get everything; raters a read-only view without errors' details or the comparison queue.",
     )
     def get(self, request, pk):
         project = get_project_for_user(request.user, project_id=pk)
-        return Response(ProjectStatusSerializer(project_status(project=project, staff=request.user.is_staff)).data)
+        state = project_status(project=project, staff=may(request.user, VIEW_LOOP, project))
+        return Response(ProjectStatusSerializer(state).data)
 
 
 class TrainingProgressView(APIView):
@@ -253,9 +259,8 @@ class TrainingProgressView(APIView):
     )
     def get(self, request, pk):
         project = get_project_for_user(request.user, project_id=pk)
-        return Response(
-            TrainingProgressSerializer(training_progress(project=project, staff=request.user.is_staff)).data
-        )
+        progress = training_progress(project=project, staff=may(request.user, VIEW_LOOP, project))
+        return Response(TrainingProgressSerializer(progress).data)
 
 
 class ScoreView(APIView):
@@ -274,7 +279,7 @@ class ScoreView(APIView):
         summary="Score responses with the project's active reward model",
         description=f"Up to {MAX_RESPONSES} responses to one conversation, {MAX_TEXT_CHARS} characters each. "
         "Rewards are comparable within one version: the difference of two is the log-odds that a rater prefers "
-        "the first. Open to staff and the project's raters (session or token).",
+        "the first. Open to everyone who may see the project: its raters and managers, and admins.",
         examples=[
             OpenApiExample(
                 "Prompt shorthand",

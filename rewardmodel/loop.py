@@ -117,6 +117,72 @@ def record_enqueue_error(*, project_id: int, error: str) -> None:
     ProjectLoop.objects.filter(project_id=project_id).update(enqueue_error=error)
 
 
+# --- the head refit ------------------------------------------------------------
+#
+# Between retrains, every refit_every judgments, a light task refits the active
+# version's reward heads on its cached embeddings and re-ranks the queue
+# (rewardmodel.refit). At most one is handed to the broker at a time: the
+# request is a timestamp flipped by one conditional UPDATE, cleared when the
+# refit starts, and taken again after REFIT_REQUEST_TTL if it never did (a
+# lost message, a broker that was down), so no reconcile is needed for it.
+
+REFIT_REQUEST_TTL = timedelta(minutes=2)
+
+
+def refit_is_due(project: Project) -> bool:
+    """refit_every new judgments since the active version's data or its latest head refit (0: never)."""
+    every = loop_settings_for(project).refit_every
+    if every == 0:
+        return False
+    active = (
+        RewardModelVersion.objects.filter(project=project, status=RewardModelVersion.Status.ACTIVE)
+        .values_list("data_snapshot", "head_refit")
+        .first()
+    )
+    if active is None:
+        return False  # nothing to refit: the first version comes from a retrain
+    return judgments_after(project, last_judgment_read(*active)) >= every
+
+
+def last_judgment_read(data_snapshot, head_refit) -> int | None:
+    """The newest judgment id a version's model has seen: its training data's, or its latest refit's."""
+    ids = [
+        record.get("last_judgment_id")
+        for record in (data_snapshot, head_refit)
+        if isinstance(record, dict) and isinstance(record.get("last_judgment_id"), int)
+    ]
+    return max(ids, default=None)
+
+
+def judgments_after(project: Project, last_id: int | None) -> int:
+    """Votes (not repeats) with an id above last_id: a range of the (project, id) index."""
+    judgments = Judgment.objects.filter(project=project, repeat_of__isnull=True)
+    return (judgments if last_id is None else judgments.filter(pk__gt=last_id)).count()
+
+
+def mark_refit_requested(*, project_id: int, now: datetime | None = None) -> bool:
+    """Ask for a head refit. True when this call took the request (its caller publishes); False when one
+    was handed over less than REFIT_REQUEST_TTL ago and has not started."""
+    now = now or timezone.now()
+    _loop_row(project_id)
+    return bool(
+        ProjectLoop.objects.filter(
+            Q(refit_requested_at__isnull=True) | Q(refit_requested_at__lt=now - REFIT_REQUEST_TTL),
+            project_id=project_id,
+        ).update(refit_requested_at=now)
+    )
+
+
+def take_refit_request(*, project_id: int) -> None:
+    """A refit starts: judgments from now on may ask for the next one."""
+    ProjectLoop.objects.filter(project_id=project_id).update(refit_requested_at=None)
+
+
+def forget_refit_request(*, project_id: int) -> None:
+    """The broker refused the refit: the next judgment may ask again at once."""
+    take_refit_request(project_id=project_id)
+
+
 # --- the training slot ----------------------------------------------------------
 
 

@@ -17,7 +17,8 @@ class Strategy(models.TextChoices):
     """How a refresh ranks the candidate pairs (rewardmodel/acquisition.py).
 
     Each value is the Comparison.selected_by a pair ranked by it gets, so it is
-    taken from there rather than spelled again.
+    taken from there rather than spelled again ("doptimal" is spelled here
+    until labeling's SelectedBy lists it).
     """
 
     RANDOM = Comparison.SelectedBy.RANDOM.value, "Random"
@@ -26,6 +27,7 @@ class Strategy(models.TextChoices):
         Comparison.SelectedBy.ENSEMBLE.value,
         "Ensemble disagreement (epistemic uncertainty across reward heads)",
     )
+    DOPTIMAL = "doptimal", "D-optimal: most information per label (Fisher of the reward head)"
 
 
 class Trigger(models.TextChoices):
@@ -65,6 +67,11 @@ class LoopSettings(models.Model):
     )
     pair_budget = models.PositiveIntegerField(
         default=200, help_text="At most this many new comparisons are created per refresh of candidate pairs."
+    )
+    refit_every = models.PositiveIntegerField(
+        default=10,
+        help_text="Between retrains, refit the active model's reward heads on its cached embeddings and re-rank "
+        "the queue after this many new judgments (seconds, not a fine-tune); 0 turns it off.",
     )
     train_on_reference_labels = models.BooleanField(
         default=False,
@@ -120,6 +127,12 @@ class RewardModelVersion(models.Model):
         default=0, help_text="Deliveries of its task; a task that keeps killing its worker stops after a few."
     )
     durations = models.JSONField(default=dict, blank=True, help_text="Seconds per pipeline step.")
+    head_refit = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The latest refit of its reward heads on cached embeddings (rewardmodel.refit): the last "
+        "judgment it read, pairs, seconds, held-out accuracy; its rewards replaced the version's.",
+    )
     device = models.CharField(max_length=50, blank=True, help_text='Where it trained: "cpu", "cuda:0", ...')
     error = models.TextField(blank=True, help_text="Why it failed, in plain words.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -190,6 +203,11 @@ class ProjectLoop(models.Model):
     lock_expires_at = models.DateTimeField(null=True, blank=True)
     coalesced_triggers = models.PositiveIntegerField(
         default=0, help_text="Triggers that arrived while a retrain was pending or running and were merged into it."
+    )
+    refit_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a head refit was last handed over and has not started; one is published at a time.",
     )
 
     def __str__(self):

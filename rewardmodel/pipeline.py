@@ -1,5 +1,7 @@
 """The loop's steps for one reward-model version:
-read data -> train -> evaluate -> save -> score -> activate -> refresh pairs.
+read data -> train -> evaluate -> save -> score (caching the embeddings its
+heads read, for the head refits until the next version: rewardmodel.refit) ->
+activate -> refresh pairs.
 
 `run_retrain` runs them for a project; tasks.retrain (a worker), the
 train_reward_model command and tests call it. It holds the project's training
@@ -41,14 +43,14 @@ from django.db.models import Max
 from django.utils import timezone
 
 from labeling.models import Project, Response
-from rewardmodel import loop
+from rewardmodel import embedding_cache, loop
 from rewardmodel.acquisition import refresh_pairs
 from rewardmodel.activation import activate_if_not_worse
 from rewardmodel.core.checkpoint import load_checkpoint, save_checkpoint
 from rewardmodel.core.config import TrainConfig
 from rewardmodel.core.evaluate import evaluate
 from rewardmodel.core.model import resolve_device
-from rewardmodel.core.scoring import mean_reward, score
+from rewardmodel.core.scoring import mean_reward, score, score_with_embeddings
 from rewardmodel.core.train import TrainResult, train
 from rewardmodel.dataset import ProjectDataset, build_dataset
 from rewardmodel.models import ResponseReward, RewardModelVersion, Strategy, Trigger
@@ -238,6 +240,7 @@ def _run_steps(version: RewardModelVersion, *, owner: str, include_reference_lab
         if activated:
             with run.step("refresh_pairs"):
                 refresh_queue(version)
+        embedding_cache.prune(version)  # this version's and the active one's stay
         return RetrainOutcome(RetrainStatus.TRAINED, finish(version, durations=run.durations))
     except OperationalError:
         raise  # the database went away: transient, the task retries
@@ -334,7 +337,9 @@ def save_model(
 def store_rewards(
     *, version: RewardModelVersion, model, tokenizer, config: TrainConfig, renew: Callable[[], None] | None = None
 ) -> int:
-    """Score every response of the project with this version and store the rewards (replacing its old ones).
+    """Score every response of the project with this version and store the rewards (replacing its old ones,
+    and any head refit's), and the embeddings its heads read in the same pass (rewardmodel.embedding_cache),
+    for the refits until the next version (rewardmodel.refit).
 
     Scores SCORE_BATCH responses at a time, calling `renew` after each batch;
     the rewards are written in one transaction at the end.
@@ -344,12 +349,21 @@ def store_rewards(
         .order_by("pk")
         .values_list("pk", "prompt__conversation", "text")
     )
-    rewards = []
+    caching = bool(version.artifact_path)  # the cache is keyed by the checkpoint
+    rewards, vectors = [], []
     for start in range(0, len(rows), SCORE_BATCH):
         batch = rows[start : start + SCORE_BATCH]
-        rewards += score(model, tokenizer, [(conversation, text) for _, conversation, text in batch], config)
+        items = [(conversation, text) for _, conversation, text in batch]
+        if caching:
+            batch_rewards, batch_vectors = score_with_embeddings(model, tokenizer, items, config)
+            rewards += batch_rewards.tolist()
+            vectors.append(batch_vectors.numpy())
+        else:
+            rewards += score(model, tokenizer, items, config)
         if renew is not None:
             renew()
+    if caching:
+        embedding_cache.save_from_scoring(version, [pk for pk, _, _ in rows], vectors)
     with transaction.atomic():
         ResponseReward.objects.filter(version=version).delete()
         ResponseReward.objects.bulk_create(
@@ -359,6 +373,7 @@ def store_rewards(
             ],
             batch_size=2000,
         )
+        RewardModelVersion.objects.filter(pk=version.pk).update(head_refit={})
     return len(rows)
 
 

@@ -4,17 +4,18 @@ This is the only module of the app that touches Celery. Tasks are thin: they
 take ids, call one function of the loop, own their retries, and publish what
 the loop says is due. Their names are public (beat entries and routes refer to
 them): `rewardmodel.tasks.retrain` and `.refresh` run on queue `gpu` (one at a
-time per worker, the model in memory); `.reconcile` and
-`.retrain_projects_with_new_judgments` on queue `default` (they only look at
-rows).
+time per worker, the model in memory); `.refit_heads` (a linear fit on cached
+embeddings, seconds on a CPU), `.reconcile` and
+`.retrain_projects_with_new_judgments` on queue `default`.
 
-Publishing (`publish_retrain`, `publish_refresh`) is one attempt (retry=False,
+Publishing (`publish_retrain`, `publish_refresh`, `publish_refit`) is one attempt (retry=False,
 the broker's socket timeouts in settings), the error returned in words, and
 the database keeps the truth; the periodic reconcile hands over whatever a
 publish missed. A rater's request does not even make that attempt: the
 retrain its judgment asked for is handed to this process's publisher thread
 (`publish_retrain_soon`), so that a broker that is down or silent (a socket
-timeout of seconds) holds up that thread, never a rater.
+timeout of seconds) holds up that thread, never a rater. So does the head
+refit a judgment asks for (`publish_refit_soon`).
 """
 
 import logging
@@ -57,6 +58,21 @@ def refresh(self, project_id: int) -> int:
     except OperationalError as error:
         raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from error
     return result.comparisons_scored
+
+
+# A refit lost with its worker is not redelivered: the next judgments ask for
+# another (loop.REFIT_REQUEST_TTL), and a refit that kills its worker must not loop.
+@shared_task(bind=True, max_retries=3, acks_late=True, reject_on_worker_lost=False, soft_time_limit=600)
+def refit_heads(self, project_id: int) -> str:
+    # Loads numpy and torch (the head fit); only in the worker that runs it.
+    from rewardmodel import refit
+
+    try:
+        outcome = refit.run_head_refit(project_id=project_id)
+    except OperationalError as error:
+        raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from error
+    log.info("head refit of project %s: %s %s", project_id, outcome.status, outcome.detail)
+    return outcome.status.value
 
 
 @shared_task
@@ -102,6 +118,27 @@ def publish_refresh(*, project_id: int) -> str:
     return error
 
 
+def publish_refit(*, project_id: int) -> str:
+    """Hand "refit the heads and re-rank" to the workers. Returns "" or why the broker refused.
+
+    Refused, the request is forgotten (loop.forget_refit_request), so the next
+    judgment asks again; the next retrain re-ranks the queue anyway.
+    """
+    error = _publish(refit_heads, project_id)
+    if error:
+        log.warning("could not publish the head refit of project %s: %s", project_id, error)
+        loop.forget_refit_request(project_id=project_id)
+    return error
+
+
+def publish_refit_soon(*, project_id: int) -> str:
+    """publish_refit, by this process's publisher thread: returns at once ("" or why it was not taken)."""
+    if _publisher.submit(project_id, kind=_REFIT):
+        return ""
+    loop.forget_refit_request(project_id=project_id)
+    return "this web process's publisher is still waiting for the broker"
+
+
 def publish_retrain_soon(*, project_id: int) -> str:
     """Hand the project's pending retrain to this process's publisher thread and
     return at once. Returns "" or why it could not be handed over.
@@ -111,7 +148,7 @@ def publish_retrain_soon(*, project_id: int) -> str:
     projects: when a stuck broker has filled it, the retrain stays pending
     with that reason, and the reconcile publishes it.
     """
-    if _publisher.submit(project_id):
+    if _publisher.submit(project_id, kind=_RETRAIN):
         return ""
     error = "this web process's publisher is still waiting for the broker"
     loop.record_enqueue_error(project_id=project_id, error=error)
@@ -139,17 +176,21 @@ def _backoff(retries: int) -> int:
     return min(600, 10 * 2**retries)
 
 
-# At most this many projects wait for the publisher thread; there is one entry per project however many ask.
+# At most this many hand-overs wait for the publisher thread; there is one entry per (kind, project)
+# however many ask.
 PUBLISH_QUEUE_CAPACITY = 100
+_RETRAIN, _REFIT = "retrain", "refit"
 
 
 class _Publisher:
     """One daemon thread per process, started on first use, publishing the
-    retrains handed to it one at a time, oldest first.
+    retrains and refits handed to it one at a time, oldest first.
 
     Losing what it holds is harmless: a retrain handed over here is already
     pending in the database, and the reconcile publishes any pending retrain
-    that was never handed to the broker (a full queue, a process that died).
+    that was never handed to the broker (a full queue, a process that died);
+    a lost refit's request runs out (loop.REFIT_REQUEST_TTL) and the next
+    judgment asks again.
     """
 
     def __init__(self, capacity: int):
@@ -159,17 +200,17 @@ class _Publisher:
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self):
-        self._waiting: dict[int, None] = {}  # project ids in arrival order, each once
+        self._waiting: dict[tuple[str, int], None] = {}  # (kind, project id) in arrival order, each once
         self._busy = False
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def submit(self, project_id: int) -> bool:
+    def submit(self, project_id: int, *, kind: str = _RETRAIN) -> bool:
         with self._condition:
-            if project_id not in self._waiting:
+            if (kind, project_id) not in self._waiting:
                 if len(self._waiting) >= self.capacity:
                     return False
-                self._waiting[project_id] = None
+                self._waiting[(kind, project_id)] = None
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="retrain-publisher", daemon=True)
                 self._thread.start()
@@ -184,13 +225,13 @@ class _Publisher:
         while True:
             with self._condition:
                 self._condition.wait_for(lambda: self._waiting)
-                project_id = next(iter(self._waiting))
-                del self._waiting[project_id]
+                kind, project_id = job = next(iter(self._waiting))
+                del self._waiting[job]
                 self._busy = True
             try:
-                publish_retrain(project_id=project_id)
+                (publish_refit if kind == _REFIT else publish_retrain)(project_id=project_id)
             except Exception:  # a database error while recording the outcome: the row stays pending
-                log.exception("publishing the retrain of project %s failed (the reconcile will retry)", project_id)
+                log.exception("publishing the %s of project %s failed", kind, project_id)
             finally:
                 connection.close()  # this thread's own; no connection is held between publishes
                 with self._condition:

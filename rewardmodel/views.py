@@ -1,22 +1,22 @@
 """The reward-model status page, and its three buttons.
 
-Raters who are members of the project see a read-only page; staff see
-everything. Retrain and refresh need rewardmodel.change_projectloop, activating
-a ready version rewardmodel.change_rewardmodelversion (the permissions the
-admin's actions ask for): staff status alone grants no button. Anyone
-else gets 404 (labeling.access). Each button calls one function of
+Who may (labeling.access): the project's raters see a read-only page; its
+managers (rewardmodel.view_projectloop) and admins see everything. Retrain and
+refresh need rewardmodel.change_projectloop, activating a ready version
+rewardmodel.change_rewardmodelversion (the permissions the admin's actions ask
+for), on a project the user manages: staff status alone grants no button.
+Anyone who may not see the project gets 404. Each button calls one function of
 rewardmodel.actions and says its outcome in words: nothing heavy runs in the
 web process.
 """
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from labeling.access import get_project_for_user
+from labeling.access import get_project_for_user, may, require
 from rewardmodel import actions
 from rewardmodel.actions import Handover
 from rewardmodel.activation import Activation, VersionNotReady
@@ -25,7 +25,8 @@ from rewardmodel.models import RewardModelVersion, Trigger
 from rewardmodel.status import project_status
 
 BROKER_DOWN = "The task queue could not be reached ({error})."
-# Real permissions, the same the admin's actions ask for: staff status alone grants nothing here.
+# Real permissions, the same the admin's actions ask for, each on the projects the user manages.
+VIEW_LOOP = "rewardmodel.view_projectloop"  # the full view: errors' details, the comparison queue
 CHANGE_LOOP = "rewardmodel.change_projectloop"  # retrain, refresh the pairs
 ACTIVATE = "rewardmodel.change_rewardmodelversion"  # switch the serving version
 
@@ -34,14 +35,14 @@ ACTIVATE = "rewardmodel.change_rewardmodelversion"  # switch the serving version
 @login_required
 def status(request, slug):
     project = get_project_for_user(request.user, slug=slug)
-    state = project_status(project=project, staff=request.user.is_staff)
+    state = project_status(project=project, staff=may(request.user, VIEW_LOOP, project))
     context = {
         "project": project,
         "status": state,
         "chart": accuracy_chart(state.versions),
         "poll_url": reverse("rewardmodel_api:training", args=[project.pk]),
-        "can_change_loop": request.user.has_perm(CHANGE_LOOP),
-        "can_activate": request.user.has_perm(ACTIVATE),
+        "can_change_loop": may(request.user, CHANGE_LOOP, project),
+        "can_activate": may(request.user, ACTIVATE, project),
     }
     return render(request, "rewardmodel/status.html", context)
 
@@ -104,9 +105,8 @@ def activate(request, slug, version):
 
 
 def _project_for(request, slug, *, permission: str):
-    # Members without the permission learn the project exists (they can see its
-    # page) but may not act on it; everyone else gets 404 first.
+    # Those who may see the project but not act on it learn it exists (they can
+    # see its page) and get 403; everyone else gets 404 first.
     project = get_project_for_user(request.user, slug=slug)
-    if not request.user.has_perm(permission):
-        raise PermissionDenied("You do not have permission to change this project's reward-model loop.")
+    require(request.user, permission, project, message="You may not change this project's reward-model loop.")
     return project

@@ -248,7 +248,7 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
-# --- gold answers (staff) ---------------------------------------------------
+# --- gold answers (managers) ------------------------------------------------
 
 
 class GoldInputSerializer(serializers.Serializer):
@@ -259,7 +259,7 @@ class GoldInputSerializer(serializers.Serializer):
 
 
 class ComparisonGoldSerializer(serializers.ModelSerializer):
-    """A comparison's gold state, for staff. Never served to raters."""
+    """A comparison's gold state, for its managers. Never served to raters."""
 
     class Meta:
         model = Comparison

@@ -16,7 +16,7 @@ urlpatterns = [
     path("projects/<int:pk>/skip/", views.SkipComparisonView.as_view(), name="project-skip"),
     path("judgments/", views.JudgmentListView.as_view(), name="judgment-list"),
     path("judgments/<int:pk>/", views.JudgmentDetailView.as_view(), name="judgment-detail"),
-    # Gold answers (staff).
+    # Gold answers (managers).
     path("comparisons/<int:pk>/gold/", views.ComparisonGoldView.as_view(), name="comparison-gold"),
     # Rater quality and the source leaderboard (labeling/quality/api.py).
     path("projects/<int:pk>/raters/", quality.RaterQualityListView.as_view(), name="project-raters"),

@@ -1,5 +1,5 @@
 """The public REST API: a rater's projects, the next comparison, judgments;
-and, for staff who may change comparisons, gold answers.
+and, for the project's managers, gold answers.
 
 Each view parses its input with a serializer, calls one domain function
 (access, assignment, judgments, progress) and renders an output serializer.
@@ -23,7 +23,7 @@ from rest_framework.reverse import reverse
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from labeling.access import get_comparison_to_manage, get_project_for_user, judgments_for, projects_for
+from labeling.access import get_comparison_to_manage, get_project_to_label, judgments_for, projects_for
 from labeling.assignment import next_comparison_for, skip_comparison
 from labeling.comparisons import set_gold, unset_gold
 from labeling.judgments import ComparisonNotFound, InvalidJudgment, JudgmentInput, LeaseConflict, record_judgment
@@ -145,7 +145,7 @@ class ProjectListView(generics.ListAPIView):
 class ProjectDetailView(APIView):
     @extend_schema(responses={200: ProjectSerializer, 404: NOT_FOUND}, summary="One project you may label")
     def get(self, request, pk):
-        project = get_project_for_user(request.user, project_id=pk)
+        project = get_project_to_label(request.user, project_id=pk)
         return Response(ProjectSerializer(_with_progress(request.user, [project])[0]).data)
 
 
@@ -163,7 +163,7 @@ class NextComparisonView(APIView):
         ),
     )
     def get(self, request, pk):
-        project = get_project_for_user(request.user, project_id=pk)
+        project = get_project_to_label(request.user, project_id=pk)
         assignment = next_comparison_for(rater=request.user, project=project)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -183,7 +183,7 @@ class SkipComparisonView(APIView):
         summary="Give back the comparison you hold; it will not be offered to you again",
     )
     def post(self, request, pk):
-        project = get_project_for_user(request.user, project_id=pk)
+        project = get_project_to_label(request.user, project_id=pk)
         data = valid(SkipInputSerializer, request.data)
         skip_comparison(rater=request.user, project=project, comparison_id=data["comparison"])
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -256,25 +256,25 @@ class JudgmentDetailView(generics.RetrieveAPIView):
         return judgments_for(self.request.user).select_related("comparison")
 
 
-# --- gold answers (staff) ---------------------------------------------------
+# --- gold answers (managers) ---------------------------------------------------
 
 _MAY_NOT_CHANGE = OpenApiResponse(
-    ErrorSerializer, description="You may label the comparison's project but not change comparisons."
+    ErrorSerializer, description="You may see the comparison's project but not change its comparisons."
 )
 
 
 class ComparisonGoldView(APIView):
-    # Who may: labeling.access.get_comparison_to_manage (the labeling.change_comparison permission).
+    # Who may: labeling.access.get_comparison_to_manage (labeling.change_comparison, on a project they manage).
     parser_classes = [JSONParser]
 
     @extend_schema(
         request=GoldInputSerializer,
         responses={200: ComparisonGoldSerializer, 400: FIELD_ERRORS, 403: _MAY_NOT_CHANGE, 404: NOT_FOUND},
-        summary="Make a comparison gold with a known answer (staff)",
+        summary="Make a comparison gold with a known answer (managers)",
         description=(
             "Gold comparisons are served to raters at the project's gold rate, like any task, to measure them "
-            "against the known answer. The answer is in stored terms (a / b), not as any rater saw it. Needs the "
-            "labeling.change_comparison permission."
+            "against the known answer. The answer is in stored terms (a / b), not as any rater saw it. Needs "
+            "labeling.change_comparison, on a project you manage (admins: any)."
         ),
     )
     def put(self, request, pk):
@@ -292,8 +292,8 @@ class ComparisonGoldView(APIView):
             403: _MAY_NOT_CHANGE,
             404: NOT_FOUND,
         },
-        summary="Make a gold comparison ordinary again (staff)",
-        description="Needs the labeling.change_comparison permission. Its judgments stay.",
+        summary="Make a gold comparison ordinary again (managers)",
+        description="Needs labeling.change_comparison, on a project you manage (admins: any). Its judgments stay.",
     )
     def delete(self, request, pk):
         unset_gold(comparison=get_comparison_to_manage(request.user, comparison_id=pk))

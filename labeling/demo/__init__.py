@@ -4,7 +4,9 @@ prompts.jsonl holds prompts written for this project (coding, math, writing,
 advice, facts, safety; single- and multi-turn) with 2-4 responses each of
 deliberately uneven quality, in the `responses` import format. guidelines.md is
 the project's rater guidelines. load_demo() puts both into the project "demo"
-and creates three accounts with known passwords: an admin and two raters.
+and creates four accounts with known passwords: an admin (a superuser), a
+project manager of the demo (staff, in the "Project managers" group), and two
+raters (in the "Raters" group); see labeling.access for what each may do.
 This is the human side only; the `load_demo` command (rewardmodel's) also sets
 the demo's reward-model loop.
 
@@ -19,9 +21,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 
+from labeling import roles
 from labeling.importing import ImportResult, import_pairs
 from labeling.models import Project
 
@@ -35,20 +39,28 @@ PROJECT_CRITERIA = ["helpfulness", "harmlessness", "honesty"]
 PROJECT_OVERLAP = 2  # both demo raters judge every comparison: agreement is visible at once
 
 
+ADMIN, MANAGER, RATER = "admin", "manager", "rater"
+
+
 @dataclass(frozen=True)
 class DemoAccount:
     username: str
     password: str
-    is_admin: bool  # staff and superuser; otherwise a rater on the demo project
+    role: str  # ADMIN: staff and superuser; MANAGER: staff, manages the demo project; RATER: rates it
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
 
 
 # Known on purpose: a first start needs logins nobody has to look up. They pass
 # Django's password validators, and load_demo refuses to create them in
 # production unless told to.
 ACCOUNTS = (
-    DemoAccount("admin", "admin-demo-pass", is_admin=True),
-    DemoAccount("alice", "alice-demo-pass", is_admin=False),
-    DemoAccount("bob", "bob-demo-pass", is_admin=False),
+    DemoAccount("admin", "admin-demo-pass", role=ADMIN),
+    DemoAccount("manager", "manager-demo-pass", role=MANAGER),
+    DemoAccount("alice", "alice-demo-pass", role=RATER),
+    DemoAccount("bob", "bob-demo-pass", role=RATER),
 )
 
 
@@ -73,7 +85,7 @@ class DemoRefused(Exception):
 
 def load_demo(*, accounts: bool = True, reset_passwords: bool = False, allow_in_production: bool = False) -> DemoResult:
     """Create or update the demo project, import its data, and (with accounts)
-    create the admin and the two raters. All of it commits or none of it does."""
+    create the admin, the manager and the two raters. All of it commits or none of it does."""
     if accounts and settings.PRODUCTION and not allow_in_production:
         raise DemoRefused(
             "This is a production deployment (DJANGO_ENV=production): the demo accounts have "
@@ -105,10 +117,12 @@ def _save_project() -> tuple[Project, bool]:
 
 def _save_account(account: DemoAccount, *, project: Project, reset_password: bool) -> AccountStatus:
     user, created = get_user_model().objects.get_or_create(username=account.username)
-    if account.is_admin:
-        # The printed login promises the admin site; an existing "admin" who
-        # lost the flags would make that promise false.
-        user.is_staff = user.is_superuser = True
+    if account.role in (ADMIN, MANAGER):
+        # The printed login promises the admin site; an existing "admin" or
+        # "manager" who lost the flags would make that promise false.
+        user.is_staff = True
+    if account.role == ADMIN:
+        user.is_superuser = True
     if created or reset_password:
         validate_password(account.password, user)
         user.set_password(account.password)
@@ -116,6 +130,10 @@ def _save_account(account: DemoAccount, *, project: Project, reset_password: boo
     else:
         password_is_demo = user.check_password(account.password)
     user.save()
-    if not account.is_admin:
+    if account.role == MANAGER:
+        user.groups.add(Group.objects.get(name=roles.MANAGERS))
+        project.managers.add(user)
+    elif account.role == RATER:
+        user.groups.add(Group.objects.get(name=roles.RATERS))
         project.raters.add(user)
     return AccountStatus(account=account, created=created, password_is_demo=password_is_demo)

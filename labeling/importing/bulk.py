@@ -3,9 +3,9 @@
 bulk_create builds a model instance and prepares every field of every row in
 Python, and on PostgreSQL Django binds each parameter client-side: that made
 100,000 pairs (400,000 rows) take minutes. Here the defaults and the creation
-time are prepared once, only JSON is encoded per row, the ids are allocated up
-front (so no query has to find the rows again), and rows go in through COPY
-(PostgreSQL) or executemany (SQLite), both streamed in C.
+time are prepared once, the caller hands over JSON already encoded (json_text),
+the ids are allocated up front (so no query has to find the rows again), and
+rows go in through COPY (PostgreSQL) or executemany (SQLite), both streamed in C.
 
 It bypasses Model.save(), full_clean() and the pre_save/post_save signals. That
 is safe for what the importer writes (Prompt, Response, Comparison) because
@@ -27,16 +27,21 @@ safe (see there).
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 
+import orjson
 from django.db import connection, models
 from django.utils import timezone
 
-_WRITE_BATCH = 1000  # rows per executemany on SQLite
+# SQLite's page cache while an import writes, in KiB (its default is 2 MiB): the
+# unique indexes on content hashes take rows in random order, and with the default
+# most of an import's time went to reading back pages it had just written out.
+_SQLITE_IMPORT_CACHE_KIB = 64 * 1024
 
 
 def insert(model: type[models.Model], field_names: tuple[str, ...], rows: list[tuple]) -> list[int]:
-    """Insert rows of raw values (ids for foreign keys) for field_names, and
-    return their new ids, in order. Every other field gets its default."""
+    """Insert rows of raw values for field_names (ids for foreign keys, JSON as text from
+    json_text) and return their new ids, in order. Every other field gets its default."""
     if not rows:
         return []
     meta = model._meta
@@ -50,26 +55,31 @@ def insert(model: type[models.Model], field_names: tuple[str, ...], rows: list[t
     columns = ", ".join(connection.ops.quote_name(c) for c in [f.column for f in given] + [c for c, _ in defaults])
     table = connection.ops.quote_name(meta.db_table)
     tail = tuple(value for _, value in defaults)
-    json_at = [i for i, f in enumerate(given) if isinstance(f, models.JSONField)]
     ids = allocate_ids(model, len(rows))
-
-    def prepared(start, batch):
-        for pk, row in zip(ids[start : start + len(batch)], batch, strict=True):
-            row = [pk, *row]
-            for i in json_at:
-                row[i] = json.dumps(row[i])
-            yield (*row, *tail)
-
+    prepared = ((pk, *row, *tail) for pk, row in zip(ids, rows, strict=True))
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for row in prepared(0, rows):
+                for row in prepared:
                     copy.write_row(row)
         else:
             sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * (len(given) + len(defaults)))})"
-            for start in range(0, len(rows), _WRITE_BATCH):
-                cursor.executemany(sql, list(prepared(start, rows[start : start + _WRITE_BATCH])))
+            cursor.executemany(sql, prepared)
     return ids
+
+
+def json_text(value) -> str:
+    """value as the JSON text a JSON column takes. SQLite: exactly what Django's JSONField writes
+    (json.dumps), as SQLite compares JSON as text in lookups (a "\\u00c7" and a "Ç" differ there).
+    PostgreSQL parses it into jsonb, so orjson's faster text does."""
+    if not value and isinstance(value, dict):
+        return "{}"  # most metadata
+    if connection.vendor == "postgresql":
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:  # an integer past 64 bits, which json writes and jsonb stores
+            pass
+    return json.dumps(value)
 
 
 def allocate_ids(model: type[models.Model], n: int) -> list[int]:
@@ -96,6 +106,36 @@ def allocate_ids(model: type[models.Model], n: int) -> list[int]:
             start = cursor.fetchone()[0] + 1
             return list(range(start, start + n))
     raise NotImplementedError(f"Importing into {connection.vendor} is not supported.")
+
+
+@contextmanager
+def tuned_for_writing():
+    """The connection set up for a bulk import, inside the caller's transaction, and back as it was.
+
+    PostgreSQL: foreign keys are checked when each COPY ends instead of all at
+    commit (Django makes them DEFERRABLE INITIALLY DEFERRED), so the server
+    checks a chunk while Python parses the next one, and no queue of a million
+    pending checks builds up. SQLite: a bigger page cache (the one setting that
+    changes nothing about durability; journal and sync modes stay as settings
+    have them)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # for this transaction only
+        yield
+        with connection.cursor() as cursor:
+            # Back to Django's own (every deferrable constraint here is one of its foreign keys), for
+            # whatever else the caller's transaction does.
+            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA cache_size")
+        (saved,) = cursor.fetchone()
+        cursor.execute(f"PRAGMA cache_size = -{_SQLITE_IMPORT_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA cache_size = {int(saved)}")
 
 
 def batches(items: list, size: int | None = None) -> Iterator[list]:

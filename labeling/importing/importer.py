@@ -1,11 +1,19 @@
-"""import_pairs: parse the whole file first, then write what is new in one transaction.
+"""import_pairs: read the file once, a chunk at a time, and write what is new in one transaction.
 
-Nothing is written until every line has been read and checked (formats.py), so
-a malformed line leaves the database as it was. Then the parsed rows are matched
-by content hash against what the project already holds (Prompt: per project;
-Response: per prompt; Comparison: the unordered pair of responses), so
-importing a file twice adds nothing, and whatever is new goes in through the
-bulk writer (bulk.py), inside one transaction.
+The file is read in order, CHUNK_LINES lines (at most CHUNK_BYTES) at a time
+(formats.Parser); each chunk is checked, matched by content hash against what
+the project holds (Prompt: per project; Response: per prompt; Comparison: the
+unordered pair of responses), and what is new goes in through the bulk writer
+(bulk.py) before the next chunk is read. So memory holds one chunk and a few
+ids per row, never the file, and importing a file twice adds nothing.
+
+Everything happens in one transaction, so a file goes in whole or not at all:
+a malformed line on line 90,000 rolls back the chunks written before it, and
+the database is as it was. The chunks already written are in the database
+inside that transaction, which is what later chunks are matched against (a
+pair on line 3 and again on line 9,000 is one comparison). The price: the
+transaction is open while the file is read (about as long as the import), and
+on SQLite it holds the write lock all that time (readers go on, WAL).
 
 Gold is the one thing an import changes on rows already there: a gold line
 (or, with gold_from_labels, a decisive label) makes its stored comparison gold
@@ -13,7 +21,7 @@ with that answer, translated to the stored A/B order. An import never unmarks
 gold; the admin and the API do.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
@@ -24,7 +32,11 @@ from labeling.comparisons import mark_gold
 from labeling.models import Comparison, Project, Prompt, Response
 
 from . import bulk, formats, pairing
-from .formats import ComparisonRow, ParsedFile, PromptRow, ResponseRow
+from .formats import ComparisonRow, ParsedFile
+
+CHUNK_LINES = 4000  # lines per chunk: each chunk is a few queries and three COPYs
+CHUNK_BYTES = 8 * 2**20  # and at most this much of the file, for files of very long lines
+Progress = Callable[[int, int], None]  # (lines read, bytes read) so far
 
 
 @dataclass
@@ -63,8 +75,9 @@ def import_pairs(
     project_name: str | None = None,
     max_pairs_per_prompt: int | None = None,
     gold_from_labels: bool = False,
+    progress: Progress | None = None,
 ) -> ImportResult:
-    """Parse every line, then write what is new in one transaction.
+    """Read every line, once, and write what is new, all in one transaction.
 
     The project is created (named project_name, or the slug) when the slug is new;
     an existing project is not renamed. format None detects it from the first
@@ -72,6 +85,9 @@ def import_pairs(
     `responses` line (default settings.LABELING_MAX_PAIRS_PER_PROMPT).
     gold_from_labels makes the file's decisive reference labels (hh labels,
     pairs labels a/b) gold answers; tie labels stay ordinary comparisons.
+    progress, when given, is called after each chunk with (lines read, bytes
+    read) so far; it runs inside the import's transaction, so it should write
+    nowhere but outside the database.
     Raises ImportFileError for a malformed line, ValidationError for a bad slug
     or name; either way nothing is written.
     """
@@ -80,34 +96,16 @@ def import_pairs(
     validate_slug(project_slug)
     if len(project_slug) > Project._meta.get_field("slug").max_length:
         raise ValidationError("The project slug is too long.")
-    parsed = formats.parse(lines, format=format, pairs_per_prompt=cap, gold_from_labels=gold_from_labels)
-    return _write(parsed, project_slug=project_slug, project_name=project_name or project_slug)
-
-
-def _write(parsed: ParsedFile, *, project_slug: str, project_name: str) -> ImportResult:
+    parser = formats.Parser(format=format, pairs_per_prompt=cap)
     with transaction.atomic():
-        project, created = _lock_or_create_project(project_slug, project_name)
-        # A project made just now has no rows to match against.
-        prompt_ids = {} if created else _prompt_ids(project, list(parsed.prompts))
-        existing_prompt_ids = list(prompt_ids.values())
-        new_prompts = _save_prompts(project, parsed, prompt_ids)
-        response_ids = _response_ids(existing_prompt_ids)
-        new_responses = _save_responses(parsed, prompt_ids, response_ids)
-        new_comparisons, made_gold = _save_comparisons(project, parsed, prompt_ids, response_ids, existing_prompt_ids)
-    adding_lines = {row.line for rows in (new_prompts, new_responses, new_comparisons) for row in rows}
-    adding_lines.update(row.gold_line for row in made_gold)
-    return ImportResult(
-        project=project,
-        format=parsed.format,
-        lines=parsed.lines,
-        prompts_created=len(new_prompts),
-        responses_created=len(new_responses),
-        comparisons_created=len(new_comparisons),
-        duplicates=parsed.lines - len(parsed.skipped) - len(adding_lines),
-        skipped=parsed.skipped,
-        gold_marked=len(made_gold),
-        gold_ties=parsed.gold_ties,
-    )
+        project, created = _lock_or_create_project(project_slug, project_name or project_slug)
+        writer = _Writer(project, was_empty=created, gold_from_labels=gold_from_labels)
+        with bulk.tuned_for_writing():
+            for chunk in parser.chunks(lines, chunk_lines=CHUNK_LINES, chunk_bytes=CHUNK_BYTES):
+                writer.write(chunk)
+                if progress is not None:
+                    progress(parser.lines, parser.bytes_read)
+    return writer.result(format=parser.format, lines=parser.lines)
 
 
 def _lock_or_create_project(slug: str, name: str) -> tuple[Project, bool]:
@@ -122,72 +120,176 @@ def _lock_or_create_project(slug: str, name: str) -> tuple[Project, bool]:
     return project, True
 
 
-def _save_prompts(project: Project, parsed: ParsedFile, prompt_ids: dict) -> list[PromptRow]:
-    """Insert the prompts not in prompt_ids (hash -> id), and add their ids to it."""
-    new = [(digest, row) for digest, row in parsed.prompts.items() if digest not in prompt_ids]
-    ids = bulk.insert(
-        Prompt,
-        ("project", "conversation", "metadata", "external_id", "content_hash"),
-        [(project.pk, row.conversation, row.metadata, row.external_id, digest) for digest, row in new],
-    )
-    prompt_ids.update(zip((digest for digest, _ in new), ids, strict=True))
-    return [row for _, row in new]
+@dataclass(slots=True)
+class _Gold:
+    """The gold answer this file gives one comparison (in its stored A/B order)."""
+
+    answer: str
+    line: int  # the line it comes from
+    from_gold_line: bool  # a "gold": true line (final), not a label made gold by gold_from_labels
+    before: str  # the comparison's gold answer before this import ("" when not gold, or new)
 
 
-def _save_responses(parsed: ParsedFile, prompt_ids: dict, response_ids: dict) -> list[ResponseRow]:
-    """Insert the responses not in response_ids ((prompt id, hash) -> id), and add their ids to it."""
-    new = []
-    for (prompt_hash, digest), row in parsed.responses.items():
-        prompt_id = prompt_ids[prompt_hash]
-        if (prompt_id, digest) not in response_ids:
-            new.append((prompt_id, digest, row))
-    ids = bulk.insert(
-        Response,
-        ("prompt", "text", "source", "metadata", "content_hash"),
-        [(prompt_id, row.text, row.source, row.metadata, digest) for prompt_id, digest, row in new],
-    )
-    response_ids.update(zip(((prompt_id, digest) for prompt_id, digest, _ in new), ids, strict=True))
-    return [row for _, _, row in new]
+class _Writer:
+    """Writes one file's chunks into project, matching each chunk by content hash against the
+    database (which holds the earlier chunks too, in this transaction), and keeps what spans chunks:
+    counts, the lines that added something, and the gold the file gives (ids and small tuples)."""
 
+    def __init__(self, project: Project, *, was_empty: bool, gold_from_labels: bool):
+        self.project = project
+        self.was_empty = was_empty  # a project made just now: the first chunk has nothing to match
+        self.gold_from_labels = gold_from_labels
+        self.prompts = self.responses = self.comparisons = 0
+        self.skipped: list[tuple[int, str]] = []
+        self.adding_lines: set[int] = set()
+        self.gold: dict[int, _Gold] = {}  # comparison id -> the gold this file gives it
+        # gold_from_labels only: the comparisons a line has named so far (only the first line's label
+        # counts), and those whose first label is a tie and that no gold line has made gold.
+        self.named: set[int] = set()
+        self.ties: set[int] = set()
 
-def _save_comparisons(
-    project, parsed: ParsedFile, prompt_ids: dict, response_ids: dict, existing_prompt_ids: list
-) -> tuple[list[ComparisonRow], list[ComparisonRow]]:
-    """Insert the new comparisons and make gold the stored ones the file marks gold. Returns the rows
-    inserted, and the rows (new or stored) whose comparison became gold or got another answer."""
-    # Only prompts that existed before can have comparisons already.
-    stored: dict[tuple[int, int], tuple[int, int, str]] = {}  # unordered pair -> (pk, response_a id, gold label)
-    for batch in bulk.batches(existing_prompt_ids):
-        for pk, a, b, gold_label in Comparison.objects.filter(prompt_id__in=batch).values_list(
-            "pk", "response_a_id", "response_b_id", "gold_label"
-        ):
-            stored[pairing.unordered(a, b)] = (pk, a, gold_label)
-    new_rows, values, made_gold = [], [], []
-    regold: dict[str, list[int]] = {"a": [], "b": []}  # answer -> stored comparisons to give it
-    for row in parsed.comparisons.values():
-        prompt_id = prompt_ids[row.prompt_hash]
-        a, b = response_ids[(prompt_id, row.a_hash)], response_ids[(prompt_id, row.b_hash)]
-        match = stored.get(pairing.unordered(a, b))
-        if match is None:
-            new_rows.append(row)
-            values.append((project.pk, prompt_id, a, b, row.label, "import", bool(row.gold_label), row.gold_label))
-            if row.gold_label:
-                made_gold.append(row)
-        elif row.gold_label:
-            pk, stored_a, stored_gold = match
-            answer = row.gold_label if stored_a == a else pairing.flipped(row.gold_label)
-            if answer != stored_gold:
-                regold[answer].append(pk)
-                made_gold.append(row)
-    bulk.insert(
-        Comparison,
-        ("project", "prompt", "response_a", "response_b", "reference_label", "selected_by", "is_gold", "gold_label"),
-        values,
-    )
-    for answer, pks in regold.items():
-        for batch in bulk.batches(pks):
-            mark_gold(comparison_ids=batch, gold_label=answer)
-    return new_rows, made_gold
+    def write(self, chunk: ParsedFile) -> None:
+        self.skipped += chunk.skipped
+        prompt_ids = {} if self.was_empty else _prompt_ids(self.project, list(chunk.prompts))
+        self.was_empty = False
+        stored_prompt_ids = list(prompt_ids.values())
+        self._save_prompts(chunk, prompt_ids)
+        response_ids = _response_ids(stored_prompt_ids)
+        self._save_responses(chunk, prompt_ids, response_ids)
+        self._save_comparisons(chunk, prompt_ids, response_ids, stored_prompt_ids)
+
+    def result(self, *, format: str, lines: int) -> ImportResult:
+        made_gold = [gold for gold in self.gold.values() if gold.answer != gold.before]
+        self.adding_lines.update(gold.line for gold in made_gold)
+        return ImportResult(
+            project=self.project,
+            format=format,
+            lines=lines,
+            prompts_created=self.prompts,
+            responses_created=self.responses,
+            comparisons_created=self.comparisons,
+            duplicates=lines - len(self.skipped) - len(self.adding_lines),
+            skipped=self.skipped,
+            gold_marked=len(made_gold),
+            gold_ties=len(self.ties),
+        )
+
+    def _save_prompts(self, chunk: ParsedFile, prompt_ids: dict) -> None:
+        """Insert the prompts not in prompt_ids (hash -> id), and add their ids to it."""
+        new = [(digest, row) for digest, row in chunk.prompts.items() if digest not in prompt_ids]
+        ids = bulk.insert(
+            Prompt,
+            ("project", "conversation", "metadata", "external_id", "content_hash"),
+            [
+                (
+                    self.project.pk,
+                    bulk.json_text(row.conversation),
+                    bulk.json_text(row.metadata),
+                    row.external_id,
+                    digest,
+                )
+                for digest, row in new
+            ],
+        )
+        prompt_ids.update(zip((digest for digest, _ in new), ids, strict=True))
+        self.prompts += len(new)
+        self.adding_lines.update(row.line for _, row in new)
+
+    def _save_responses(self, chunk: ParsedFile, prompt_ids: dict, response_ids: dict) -> None:
+        """Insert the responses not in response_ids ((prompt id, hash) -> id), and add their ids to it."""
+        new = []
+        for (prompt_hash, digest), row in chunk.responses.items():
+            prompt_id = prompt_ids[prompt_hash]
+            if (prompt_id, digest) not in response_ids:
+                new.append((prompt_id, digest, row))
+        ids = bulk.insert(
+            Response,
+            ("prompt", "text", "source", "metadata", "content_hash"),
+            [(prompt_id, row.text, row.source, bulk.json_text(row.metadata), digest) for prompt_id, digest, row in new],
+        )
+        response_ids.update(zip(((prompt_id, digest) for prompt_id, digest, _ in new), ids, strict=True))
+        self.responses += len(new)
+        self.adding_lines.update(row.line for _, _, row in new)
+
+    def _save_comparisons(self, chunk: ParsedFile, prompt_ids: dict, response_ids: dict, stored_prompt_ids: list):
+        """Insert the new comparisons, and give the stored ones the gold the file gives them."""
+        # Only prompts stored before this chunk can have comparisons already.
+        stored: dict[tuple[int, int], tuple[int, int, str]] = {}  # unordered pair -> (pk, response_a id, gold)
+        for batch in bulk.batches(stored_prompt_ids):
+            for pk, a, b, gold_label in Comparison.objects.filter(prompt_id__in=batch).values_list(
+                "pk", "response_a_id", "response_b_id", "gold_label"
+            ):
+                stored[pairing.unordered(a, b)] = (pk, a, gold_label)
+        new, values = [], []
+        regold: dict[str, list[int]] = {"a": [], "b": []}  # answer -> stored comparisons to give it
+        for row in chunk.comparisons.values():
+            prompt_id = prompt_ids[row.prompt_hash]
+            a, b = response_ids[(prompt_id, row.a_hash)], response_ids[(prompt_id, row.b_hash)]
+            match = stored.get(pairing.unordered(a, b))
+            if match is None:
+                gold = self._gold_of_new(row)
+                new.append((row, gold))
+                answer = gold.answer if gold else ""
+                values.append((self.project.pk, prompt_id, a, b, row.label, "import", bool(answer), answer))
+            else:
+                pk, stored_a, stored_gold = match
+                answer = self._gold_of_stored(pk, row, same_order=stored_a == a, stored_gold=stored_gold)
+                if answer and answer != stored_gold:
+                    regold[answer].append(pk)
+        ids = bulk.insert(
+            Comparison,
+            (
+                "project",
+                "prompt",
+                "response_a",
+                "response_b",
+                "reference_label",
+                "selected_by",
+                "is_gold",
+                "gold_label",
+            ),
+            values,
+        )
+        for (row, gold), pk in zip(new, ids, strict=True):
+            if gold is not None:
+                self.gold[pk] = gold
+            elif self.gold_from_labels and row.label == "tie":
+                self.ties.add(pk)
+            if self.gold_from_labels:
+                self.named.add(pk)
+        self.comparisons += len(new)
+        self.adding_lines.update(row.line for row, _ in new)
+        for answer, pks in regold.items():
+            for batch in bulk.batches(pks):
+                mark_gold(comparison_ids=batch, gold_label=answer)
+
+    def _gold_of_new(self, row: ComparisonRow) -> _Gold | None:
+        if row.gold_label:
+            return _Gold(row.gold_label, row.gold_line, True, "")
+        if self.gold_from_labels and row.label in ("a", "b"):
+            return _Gold(row.label, row.line, False, "")
+        return None
+
+    def _gold_of_stored(self, pk: int, row: ComparisonRow, *, same_order: bool, stored_gold: str) -> str:
+        """The gold answer the file now gives stored comparison pk ("" for none), noted in self.gold.
+        row is this chunk's first line of the pair, in the row's A/B order."""
+        answer = ""
+        earlier = self.gold.get(pk)
+        first_named = self.gold_from_labels and pk not in self.named
+        if row.gold_label:
+            answer = row.gold_label if same_order else pairing.flipped(row.gold_label)
+            # The parser has checked that the file's gold lines agree; one overrules a label made gold.
+            if earlier is None or not earlier.from_gold_line:
+                self.gold[pk] = _Gold(answer, row.gold_line, True, earlier.before if earlier else stored_gold)
+            self.ties.discard(pk)
+        elif first_named and row.label in ("a", "b"):
+            answer = row.label if same_order else pairing.flipped(row.label)
+            self.gold[pk] = _Gold(answer, row.line, False, stored_gold)
+        elif first_named and row.label == "tie":
+            self.ties.add(pk)
+        if self.gold_from_labels:
+            self.named.add(pk)
+        return answer
 
 
 def _prompt_ids(project: Project, hashes: list[str]) -> dict[str, int]:

@@ -3,6 +3,8 @@ metadata, ids. Each returns the value as it will be stored, or raises
 Malformed with a message that names the field; the line loop in formats.py adds
 the line number. No database access."""
 
+import math
+
 from labeling.models import Prompt, Response
 
 ROLES = ("user", "assistant", "system")
@@ -109,3 +111,6 @@ def _check_json(value, where: str) -> None:
     elif isinstance(value, list):
         for item in value:
             _check_json(item, where)
+    elif isinstance(value, float) and not math.isfinite(value):
+        # json reads 1e400 as infinity, which no JSON column stores.
+        raise Malformed(f"{where} holds a number too large to store ({value})")

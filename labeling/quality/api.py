@@ -40,7 +40,8 @@ class TestedIntervalSerializer(QualityIntervalSerializer):
 
 class RaterFlagSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(
-        choices=["chance", "position_bias", "self_inconsistency", "speed", "low_reliability"]
+        choices=["chance", "position_bias", "self_inconsistency", "speed"],
+        help_text="chance: answers not above chance against gold and the worker model (the low-reliability test).",
     )
     reason = serializers.CharField(help_text="Why, in plain words with the numbers.")
 

@@ -43,10 +43,17 @@ Per rater (`RaterQuality`), each proportion with its 95% Wilson interval:
   undoes the dilution a noisy reference causes (against others' answers alone a 75%-accurate rater's kappa is
   about 0.2 at overlap 3; its competence is 0.475). 0 for any rater who answers whatever the item (random,
   always-left, always-"a"), negative for an adversary; clipped to [0, 1].
-- vote_weight: reliability, or 0 below RELIABILITY_FLOOR or with any flag; the "reliability" weighting.
+- reliability_se: its standard error (delta method: the spread of the rater's soft matches over √n, divided by
+  what the reference can tell).
+- vote_weight: the "reliability" weighting. 0 with any flag, below RELIABILITY_FLOOR, or when the reliability
+  is not above 0 at one-sided 95% (reliability − 1.645·se ≤ 0: a guesser's lucky estimate); the other raters'
+  reliabilities shrunk toward their mean by how much of their spread is estimation noise (empirical Bayes,
+  `_shrunk_weights`), so that equally good raters weigh alike instead of by noise.
   For a one-coin binary rater of competence κ the optimal weighted-majority weight (Nitzan & Paroush 1982) is
   log((1 + κ) / (1 − κ)) ≈ 2κ (within 10% up to κ = 0.5), so weights proportional to κ are near-optimal, and
-  a weight of 0 for raters whose κ cannot be told from 0 keeps their votes from breaking careful raters' ties.
+  a weight of 0 for raters whose κ cannot be told from 0 keeps their votes from breaking careful raters' ties;
+  unshrunk, noise in the careful raters' κ would break their 1–1 splits at random instead of leaving them
+  undecided.
 - chance_evidence: log10 of the chance test's likelihood ratio (below).
 - position_bias: share of decisive answers (a/b) that went to the side shown on the left, with the two-sided
   binomial p-value against 0.5.
@@ -63,22 +70,29 @@ of one kind, is at most FWER = 5%. (The fixed-sample binomial tests with Benjami
 - chance, "answers look like chance": per first judgment, H0 (careful): the rater knows the truth with
   probability CAREFUL_KAPPA = 0.4 and otherwise guesses, so P(answer) = 0.4·r(answer) + 0.6·guess(answer) with
   r the leave-one-out reference; the alternative is the mean of "by chance", P(answer) = the rater's own
-  answer share whatever the item, and "against the item", 2·share − P_H0 (H0 mirrored); all three give the
-  rater's answer shares. The likelihood ratio only moves where the reference knows something, so gold answers
-  count fully and a comparison whose other raters disagree counts for little. Careful raters have competence
-  0.475 (benchmark: 75% right on decisive answers, 5% ties) to 0.67 (simulation), inside H0. The test starts at
-  MIN_REFERENCE_CHECKS = 20 first judgments, before which the fit's plug-in shares are too rough.
+  answer share whatever the item, and "against the item", 2·share − P_H0 (H0 mirrored), mixed 4:1
+  (AGAINST_WEIGHT = 0.2: a mixture of likelihood ratios is one too, and an adversary's evidence grows so fast
+  that the small share costs them a judgment or two, while an even mixture cost a guesser a factor of 2); all
+  three give the rater's answer shares. The likelihood ratio only moves where the reference knows something,
+  so gold answers count fully and a comparison whose other raters disagree counts for little. Careful raters
+  have competence 0.45 (benchmark: 75% right on decisive answers, 5% ties) to 0.67 (simulation), inside H0.
+  The test starts at MIN_REFERENCE_CHECKS = 20 first judgments, before which the fit's plug-in shares are
+  too rough.
 - position_bias: H0 left share within 50% ± POSITION_BIAS_MIN_EFFECT (a 52% left share over 5,000 answers is
   real but harmless) against one side 90% of the time, either side (the mean of the two ratios).
 - self_inconsistency: H0 repeats the first answer at least 50% of the time, against 25% (unrelated).
 - speed: H0 at most 10% of judgments too fast, against 50%.
 
-What 50 judgments can tell. At overlap 3 with a third of the votes from bad raters, the others' answers on a
-rater's item are right about 75% of the time, and a 75%-accurate rater matches them 62.5% of the time against
-a random clicker's 50%: over 50 answers that is 31 ± 3.4 matches against 25 ± 3.5. Flagging the random clicker
-there without flagging careful raters more than 5% / 12 of the time would catch it about 1 time in 5 even
-in a single look; gold (5%) adds 2–3 perfect checks. So a random clicker is caught after 55–150 judgments,
-not 50; the other bad behaviours are caught within 25 (their evidence is strong per answer).
+What 50 judgments can tell. A random clicker who picks a side at random differs from a careful rater (75% right
+on decisive answers) only in how often they are right, and a project sees the truth only on gold (5%); for the
+rest it has two other raters per comparison (overlap 3). The most powerful test there is at the 50th judgment
+(Neyman–Pearson, knowing the careful raters' accuracy exactly and taking every other rater to be careful), at a
+per-rater error rate of 5% / 12, flags such a clicker 42% of the time; knowing the truth of every comparison,
+86%; with four other raters (overlap 5), 62% (benchmarks/rater_quality.py, `random_clicker_bound`). Any
+sequential test that ever flags a careful rater at most that often does no better by judgment 50 ("flagged by
+then" is itself such a test). So no flag with this error control can catch every random clicker within 50
+judgments; this one catches them after 45–150. The other bad behaviours are caught within 25 (their evidence
+is strong per answer).
 
 Tuning. tests/labeling/quality/simulation.py simulates same-pace projects (`python -m
 tests.labeling.quality.simulation 100` prints the figures below): 8 careful raters, 75% accurate (errors
@@ -141,6 +155,8 @@ from labeling.quality.stats import (
 )
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
+# Every kind of flag the report gives (the API's choices and the page's titles are these).
+FLAG_KINDS = ("chance", "position_bias", "self_inconsistency", "speed")
 CRITERION_OUTCOMES = ("a", "b", "tie")
 A, B, TIE, BOTH_BAD = range(4)
 
@@ -155,6 +171,8 @@ SELF_CONSISTENCY_ALTERNATIVE = 0.25  # alternative: a repeat unrelated to the fi
 TOO_FAST_TOLERANCE = 0.10  # null: anyone may answer an easy pair fast, up to this share of judgments
 TOO_FAST_ALTERNATIVE = 0.5  # alternative: half of the judgments too fast
 RELIABILITY_FLOOR = 0.2  # a reliability below this weighs 0 in the "reliability" weighting
+RELIABILITY_Z = 1.645  # ... and one whose reliability is not above 0 at one-sided 95% also weighs 0
+AGAINST_WEIGHT = 0.2  # share of the chance test's alternative that is "against the item" (the rest: "by chance")
 MIN_WINDOW_JUDGMENTS = 200  # the smallest over-time window, in first judgments
 # Dawid–Skene EM: at most DS_ITERATIONS rounds, fewer once the evidence lower bound gains under DS_TOLERANCE.
 DS_ITERATIONS = 30
@@ -169,7 +187,7 @@ class QualitySettings:
 
 @dataclass(frozen=True)
 class Flag:
-    kind: str  # "chance", "position_bias", "self_inconsistency" or "speed"
+    kind: str  # one of FLAG_KINDS
     reason: str  # plain words with the numbers, for the page
 
 
@@ -192,6 +210,7 @@ class RaterQuality:
     self_consistency: Interval | None
     too_fast_share: Interval | None
     reliability: float | None
+    reliability_se: float | None = None  # standard error of the reliability estimate
     chance_evidence: float | None = None  # log10 likelihood ratio, chance : careful (the chance test's statistic)
     vote_weight: float = 0.0  # weight of their votes in the "reliability" weighting (`rater_weights`)
     flags: list[Flag] = field(default_factory=list)
@@ -402,6 +421,7 @@ def _rater_columns(frame, r, first, c, votes, gold_code, worker, settings, n_rat
     with np.errstate(invalid="ignore", divide="ignore"):
         cols["chance_match"] = (own * ref).sum(axis=1) / cols["reference_n"] ** 2
     cols["reliability"] = worker.reliability
+    cols["reliability_se"] = worker.reliability_se
     cols["chance_log_lr"] = worker.chance_log_lr
 
     # Self-consistency: each repeat against the first judgment it repeats, in A/B terms.
@@ -427,6 +447,7 @@ class WorkerModel:
 
     reference: np.ndarray  # first judgments × 4: the item's truth as the OTHER raters and gold say (leave-one-out)
     reliability: np.ndarray  # per rater: MACE-style competence against that truth, clipped to [0, 1]
+    reliability_se: np.ndarray  # per rater: its standard error (delta method over the rater's soft matches)
     chance_log_lr: np.ndarray  # per rater: log likelihood ratio, answering by chance : answering like CAREFUL_KAPPA
 
 
@@ -438,7 +459,7 @@ def _worker_model(
     n_comparisons, k = len(gold_code), len(OUTCOMES)
     if len(r) == 0:
         empty = np.full(n_raters, np.nan)
-        return WorkerModel(np.zeros((0, k)), empty, empty.copy())
+        return WorkerModel(np.zeros((0, k)), empty, empty.copy(), empty.copy())
     data = pd.DataFrame({"task": c, "worker": r, "label": labels})
     has_gold = np.flatnonzero(gold_code >= 0)
     true_labels = pd.Series(gold_code[has_gold], index=has_gold) if len(has_gold) else None
@@ -479,6 +500,11 @@ def _worker_model(
         informative = np.bincount(r, weights=(reference**2).sum(axis=1), minlength=n_raters) / n
         informative -= (truth_share**2).sum(axis=1)
         competence = (matched - chance) / informative
+        # Its standard error: the soft matches' spread over sqrt(n), scaled like the estimate (chance and what
+        # the reference can tell are taken as known; they vary far less than the match itself).
+        soft = reference[rows, labels]
+        spread = np.bincount(r, weights=soft**2, minlength=n_raters) / n - matched**2
+        competence_se = np.sqrt(np.maximum(spread, 0) / np.maximum(n - 1, 1)) / informative
         # The chance test (module docstring): H0 knows the truth with probability CAREFUL_KAPPA and otherwise
         # guesses from `guess`; the alternatives answer from the rater's own answer shares whatever the item
         # (chance), or mirror H0 (against the item). All three give the rater's answer shares.
@@ -489,11 +515,19 @@ def _worker_model(
         against = np.maximum(2 * by_chance - careful, GUESS_SMOOTHING * by_chance)
         log_chance = np.bincount(r, weights=np.log(by_chance / careful), minlength=n_raters)
         log_against = np.bincount(r, weights=np.log(against / careful), minlength=n_raters)
-    # The two alternatives weigh half each: the mean of two likelihood ratios is still one under H0.
-    chance_log_lr = np.logaddexp(log_chance, log_against) - np.log(2)
+    # A mixture of the two alternatives' likelihood ratios is still one with mean one under H0. "By chance" weighs
+    # AGAINST_WEIGHT's complement: an adversary's evidence grows several times faster than a guesser's, so a
+    # small weight costs them a few judgments, while an even split would cost every guesser log 2.
+    chance_log_lr = np.logaddexp(np.log1p(-AGAINST_WEIGHT) + log_chance, np.log(AGAINST_WEIGHT) + log_against)
     chance_log_lr[n == 0] = np.nan
     competence[~np.isfinite(competence)] = np.nan
-    return WorkerModel(reference=reference, reliability=np.clip(competence, 0.0, 1.0), chance_log_lr=chance_log_lr)
+    competence_se[~np.isfinite(competence_se)] = np.nan
+    return WorkerModel(
+        reference=reference,
+        reliability=np.clip(competence, 0.0, 1.0),
+        reliability_se=competence_se,
+        chance_log_lr=chance_log_lr,
+    )
 
 
 def _rater_quality(name: str, i: int, cols: dict[str, np.ndarray]) -> RaterQuality:
@@ -524,13 +558,18 @@ def _rater_quality(name: str, i: int, cols: dict[str, np.ndarray]) -> RaterQuali
         self_consistency=share("repeat_k", "repeat_n", p=SELF_CONSISTENCY_EXPECTED, alternative="less"),
         too_fast_share=share("too_fast", "judgments", p=TOO_FAST_TOLERANCE, alternative="greater"),
         reliability=_number(cols["reliability"][i]),
+        reliability_se=_number(cols["reliability_se"][i]),
         chance_evidence=_number(cols["chance_log_lr"][i] / np.log(10)),
-        vote_weight=_vote_weight(_number(cols["reliability"][i])),
+        vote_weight=_vote_weight(_number(cols["reliability"][i]), _number(cols["reliability_se"][i])),
     )
 
 
-def _vote_weight(reliability: float | None) -> float:
-    return reliability if reliability is not None and reliability >= RELIABILITY_FLOOR else 0.0
+def _vote_weight(reliability: float | None, se: float | None) -> float:
+    """The reliability once it is at least RELIABILITY_FLOOR and shown above chance (its one-sided 95% lower
+    bound, reliability - RELIABILITY_Z·se, above 0), else 0."""
+    if reliability is None or reliability < RELIABILITY_FLOOR:
+        return 0.0
+    return reliability if se is None or reliability - RELIABILITY_Z * se > 0 else 0.0
 
 
 def _number(x) -> float | None:
@@ -601,7 +640,31 @@ def _with_flags(qualities: list[RaterQuality], settings: QualitySettings) -> lis
                         f"{TOO_FAST_TOLERANCE:.0%} tolerated ({odds}).",
                     )
                 )
-    return [replace(q, flags=flags[q.rater], vote_weight=0.0 if flags[q.rater] else q.vote_weight) for q in qualities]
+    flagged = [
+        replace(q, flags=flags[q.rater], vote_weight=0.0 if flags[q.rater] else q.vote_weight) for q in qualities
+    ]
+    return _shrunk_weights(flagged)
+
+
+def _shrunk_weights(qualities: list[RaterQuality]) -> list[RaterQuality]:
+    """The kept raters' vote weights (those above 0) shrunk toward their mean by how much of their spread is
+    estimation noise (empirical Bayes, method of moments): each weight becomes mean + λ·(reliability − mean),
+    λ = τ² / (τ² + se²) with τ² = the variance of the kept reliabilities less their mean squared standard error.
+    Raters as good as each other then weigh alike instead of by noise (which would break their ties at random:
+    a 1–1 split of two careful raters becomes a coin flip rather than undecided), while real differences,
+    larger than the noise, stay."""
+    kept = [q for q in qualities if q.vote_weight > 0 and q.reliability_se is not None]
+    if len(kept) < 2:
+        return qualities
+    values = np.array([q.vote_weight for q in kept])
+    noise = np.array([q.reliability_se for q in kept]) ** 2
+    mean = values.mean()
+    tau2 = max(float(values.var(ddof=1) - noise.mean()), 0.0)
+    shrunk = {
+        q.rater: float(mean + tau2 / (tau2 + e) * (v - mean)) if tau2 + e > 0 else float(v)
+        for q, v, e in zip(kept, values, noise, strict=True)
+    }
+    return [replace(q, vote_weight=shrunk[q.rater]) if q.rater in shrunk else q for q in qualities]
 
 
 def _count(m: Interval) -> str:

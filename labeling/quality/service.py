@@ -31,7 +31,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from labeling.models import Comparison, Judgment, Project, ProjectQuality, RaterQuality, RaterStanding
-from labeling.quality.stats import MIN_N, leaderboard
+from labeling.quality.stats import MIN_N, finite_number, leaderboard
 from labeling.raters import excluded_rater_ids, set_excluded, set_paused
 
 # The proportions of a row, each {"value", "low", "high", "n"} (+ "p_value" where the report tests it) or null.
@@ -123,7 +123,7 @@ def summary(*, project: Project, report) -> dict:
         "comparisons": report.project.comparisons,
         "raters": len(report.raters),
         "flagged": sum(1 for q in report.raters if q.flags),
-        "alpha": _finite(alpha.value) if alpha else None,
+        "alpha": finite_number(alpha.value) if alpha else None,
         "sources": len(stored.leaderboard) if stored else 0,
         "last_judgment_id": stored.last_judgment_id if stored else None,
         "seconds": stored.figures.get("seconds") if stored else None,
@@ -210,7 +210,7 @@ def _store(*, project, report, rater_ids, figures, board, last_judgment_id, star
             project=project,
             rater_id=rater_ids[q.rater],
             judgments=q.judgments,
-            reliability=_finite(q.reliability),
+            reliability=finite_number(q.reliability),
             flagged=bool(q.flags),
             figures=api_row(q),
             computed_at=started_at,
@@ -262,16 +262,12 @@ def _json_safe(value):
     if isinstance(value, list | tuple):
         return [_json_safe(item) for item in value]
     if isinstance(value, float):
-        return _finite(value)
+        return finite_number(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if hasattr(value, "item"):  # a numpy scalar
         return _json_safe(value.item())
     return value
-
-
-def _finite(value) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
 
 
 # -- reading ------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ No Django here: the functions take plain Python and numpy values and return the 
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -56,6 +58,19 @@ class Interval:
         if self.p_value is not None:
             data["p_value"] = self.p_value
         return data
+
+
+def finite_number(value) -> float | None:
+    """value as a float, or None when it is missing, not a number (a bool is not one) or not finite (NaN, ±inf):
+    what JSON, and PostgreSQL's jsonb, can hold. Numpy scalars count as numbers.
+
+    >>> finite_number(np.float32(0.5)), finite_number(float("nan")), finite_number(None), finite_number(True)
+    (0.5, None, None, None)
+    """
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> Interval | None:

@@ -48,7 +48,6 @@ FLAG_TITLES = {
     "position_bias": "Position bias",
     "self_inconsistency": "Inconsistent on repeats",
     "speed": "Too fast",
-    "low_reliability": "Low reliability",
 }
 ACTION_DONE = {
     "pause": ("{rater} is paused: no new tasks, and the tasks they held went back to the pool.", "already paused"),

@@ -115,26 +115,37 @@ def test_it_imports_at_least_40_prompts_each_with_2_to_4_responses_and_its_compa
 
 
 @pytest.mark.django_db
-def test_it_creates_an_admin_and_two_raters_who_can_log_in(client):
+def test_it_creates_an_admin_a_manager_and_two_raters_who_can_log_in(client):
     load_demo()
 
-    for username, password in [("admin", "admin-demo-pass"), ("alice", "alice-demo-pass"), ("bob", "bob-demo-pass")]:
-        assert client.login(username=username, password=password), username
+    for username in ("admin", "manager", "alice", "bob"):
+        assert client.login(username=username, password=f"{username}-demo-pass"), username
         client.logout()
     admin = User.objects.get(username="admin")
     assert admin.is_staff and admin.is_superuser
+    manager = User.objects.get(username="manager")
+    assert manager.is_staff and not manager.is_superuser
+    assert list(manager.groups.values_list("name", flat=True)) == ["Project managers"]
+    assert manager.has_perm("rewardmodel.change_projectloop") and not manager.has_perm("labeling.add_project")
     assert not User.objects.filter(username__in=["alice", "bob"], is_staff=True).exists()
-    raters = Project.objects.get(slug="demo").raters.values_list("username", flat=True)
-    assert sorted(raters) == ["alice", "bob"]
+    assert User.objects.filter(username__in=["alice", "bob"], groups__name="Raters").count() == 2
+    project = Project.objects.get(slug="demo")
+    assert sorted(project.raters.values_list("username", flat=True)) == ["alice", "bob"]
+    assert list(project.managers.values_list("username", flat=True)) == ["manager"]
 
 
 @pytest.mark.django_db
-def test_it_prints_the_url_and_the_three_logins():
+def test_it_prints_the_url_and_the_four_logins_with_their_roles():
     out = load_demo()
 
     assert "http://127.0.0.1:8000" in out
-    for login in ("admin / admin-demo-pass", "alice / alice-demo-pass", "bob   / bob-demo-pass"):
-        assert login in out
+    for login, role in [
+        ("admin   / admin-demo-pass", "administrator"),
+        ("manager / manager-demo-pass", "project manager of the demo"),
+        ("alice   / alice-demo-pass", "rater of the demo"),
+        ("bob     / bob-demo-pass", "rater of the demo"),
+    ]:
+        assert next(line for line in out.splitlines() if login in line).split(login)[1].strip().startswith(role)
     assert "Imported" in out
 
 
@@ -172,13 +183,13 @@ def test_it_keeps_a_password_its_user_changed_unless_asked_to_reset_it(client):
 
     assert client.login(username="alice", password="alice's own passphrase 42")
     assert not client.login(username="alice", password="alice-demo-pass")
-    assert "alice / alice-demo-pass" not in out
+    assert "alice   / alice-demo-pass" not in out
     assert "--reset-passwords" in out
 
     out = load_demo("--reset-passwords")
 
     assert client.login(username="alice", password="alice-demo-pass")
-    assert "alice / alice-demo-pass" in out
+    assert "alice   / alice-demo-pass" in out
 
 
 @pytest.mark.django_db

@@ -1,5 +1,5 @@
 """Gold answers set by people: the domain functions (labeling/comparisons.py) and the staff API
-(PUT / DELETE /api/comparisons/{id}/gold/). Gold from imports is in test_importing.py, from the
+(PUT / DELETE /api/comparisons/{id}/gold/, for the project's managers). Gold from imports is in test_importing.py, from the
 admin in test_admin.py."""
 
 import pytest
@@ -41,7 +41,7 @@ def complete(project, alice, bob):
 
 @pytest.fixture
 def curator(db):
-    """Not staff, but may change comparisons."""
+    """Not staff, but may change comparisons (of the projects they manage)."""
     user = UserFactory(username="curator")
     user.user_permissions.add(Permission.objects.get(codename="change_comparison"))
     return user
@@ -49,7 +49,7 @@ def curator(db):
 
 @pytest.fixture
 def clerk(db):
-    """Staff (so they may label every project), without the permission."""
+    """Staff, without any permission or project."""
     return UserFactory(username="clerk", is_staff=True)
 
 
@@ -136,13 +136,23 @@ def test_staff_with_the_permission_set_a_gold_answer(admin_user, complete):
     assert stored(complete) == (True, "b", Comparison.Status.OPEN)
 
 
-def test_the_permission_is_what_counts_not_staff_or_project_membership(curator):
+def test_the_permission_on_a_managed_project_is_what_counts_not_staff_or_rating_it(curator):
     comparison = ComparisonFactory(prompt__project=ProjectFactory(is_active=False))
+    comparison.project.managers.add(curator)
 
     response = client_for(curator).put(url(comparison.pk), {"gold_label": "a"}, format="json")
 
     assert response.status_code == 200
     assert stored(comparison)[:2] == (True, "a")
+
+
+def test_the_permission_without_managing_the_project_finds_nothing(curator, comparison):
+    ComparisonFactory().project.managers.add(curator)  # another project's manager
+
+    response = client_for(curator).put(url(comparison.pk), {"gold_label": "a"}, format="json")
+
+    assert response.status_code == 404
+    assert stored(comparison)[:2] == (False, "")
 
 
 def test_delete_makes_it_ordinary_again(admin_user, comparison):
@@ -172,12 +182,14 @@ def test_it_answers_400_with_field_errors_for_a_bad_label(admin_user, comparison
 
 
 @pytest.mark.parametrize("method", ["put", "delete"])
-def test_those_who_may_label_the_project_but_not_change_comparisons_get_403(method, comparison, alice, clerk):
+def test_those_who_may_see_the_project_but_not_change_comparisons_get_403_staff_alone_404(
+    method, comparison, alice, clerk
+):
     set_gold(comparison=comparison, gold_label="a")
-    for user in (alice, clerk):
+    for user, status in ((alice, 403), (clerk, 404)):
         response = getattr(client_for(user), method)(url(comparison.pk), {"gold_label": "b"}, format="json")
 
-        assert response.status_code == 403
+        assert response.status_code == status
         assert "gold_label" not in response.content.decode()
     assert stored(comparison)[:2] == (True, "a")
 

@@ -16,7 +16,10 @@ from labeling.assignment import next_comparison_for
 from labeling.models import Comparison, Response
 from rewardmodel import acquisition
 from rewardmodel.acquisition import (
+    Features,
+    doptimal_scores,
     ensemble_scores,
+    fisher_information,
     queue_order,
     random_scores,
     refresh_pairs,
@@ -158,7 +161,88 @@ def test_it_keeps_the_docstring_examples_true():
 
 
 def test_every_strategy_names_what_it_ranked_as_a_comparisons_selected_by():
-    assert set(Strategy.values) <= set(Comparison.SelectedBy.values)
+    # The refresh writes the strategy's own value; every strategy labeling knows is one of ours, and every
+    # value fits the column.
+    reasons = set(Comparison.SelectedBy.values) - {"import", "exploration"}
+    assert reasons <= set(Strategy.values)
+    width = Comparison._meta.get_field("selected_by").max_length
+    assert all(len(value) <= width for value in Strategy.values)
+
+
+# --- D-optimal design (Shen et al., ICML 2025) ---
+
+
+def log_det(matrix):
+    sign, value = np.linalg.slogdet(matrix)
+    assert sign > 0
+    return value
+
+
+def test_it_ranks_by_the_log_det_gain_of_one_label_under_doptimal():
+    rng = np.random.default_rng(8)
+    diff, p = rng.normal(size=(40, 3)), rng.uniform(0.02, 0.98, size=40)
+    judged = rng.normal(size=(10, 3))
+    information = fisher_information(judged, rng.uniform(0.1, 0.9, size=10), prior_precision=0.5)
+
+    scores = doptimal_scores(diff, p, information, batch=0)
+
+    # The definition: how much one label x grows log det M, M + p(1-p)·d dᵀ.
+    gains = [
+        log_det(information + p[i] * (1 - p[i]) * np.outer(diff[i], diff[i])) - log_det(information) for i in range(40)
+    ]
+    assert scores == pytest.approx(gains)
+    assert greedy(scores).tolist() == np.argsort(gains)[::-1].tolist()
+
+
+def test_it_picks_the_greedy_d_optimal_batch_one_pick_given_the_ones_before():
+    rng = np.random.default_rng(9)
+    diff, p = rng.normal(size=(30, 4)), rng.uniform(0.05, 0.95, size=30)
+    information = np.eye(4)
+
+    order = greedy(doptimal_scores(diff, p, information, batch=6))
+
+    # Brute force: each pick maximises log det of M plus every pick so far.
+    m, expected = information.copy(), []
+    for _ in range(6):
+        best = max(
+            (i for i in range(30) if i not in expected),
+            key=lambda i: log_det(m + p[i] * (1 - p[i]) * np.outer(diff[i], diff[i])),
+        )
+        expected.append(best)
+        m = m + p[best] * (1 - p[best]) * np.outer(diff[best], diff[best])
+    assert order[:6].tolist() == expected
+
+
+def test_it_asks_about_a_new_direction_before_a_known_one_and_near_ties_before_sure_calls():
+    # Three candidates, the same length: one along a judged direction, one orthogonal to it, and one
+    # orthogonal but already a sure call (p = 0.99).
+    # 200 judged near-ties along the first direction: it is known well enough that even a sure call elsewhere
+    # (information 0.99·0.01 = 0.0099) teaches more than one more label there (0.25 / 51).
+    judged = np.tile([[1.0, 0.0, 0.0]], (200, 1))
+    information = fisher_information(judged, np.full(200, 0.5), prior_precision=1.0)
+    diff = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    p = np.array([0.5, 0.5, 0.99])
+
+    assert greedy(doptimal_scores(diff, p, information, batch=0)).tolist() == [1, 2, 0]
+    # Uncertainty alone cannot tell the first two apart.
+    assert uncertainty_scores(np.log(p / (1 - p)), np.zeros(3))[:2].tolist() == [1.0, 1.0]
+
+
+def test_it_does_not_spend_a_d_optimal_batch_on_duplicates():
+    diff = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.9]])
+    p = np.full(4, 0.5)
+    one_by_one = greedy(doptimal_scores(diff, p, np.eye(2), batch=0))
+    batch = greedy(doptimal_scores(diff, p, np.eye(2), batch=2))
+    assert set(one_by_one[:2].tolist()) <= {0, 1, 2}  # alone, the duplicates look best
+    assert 3 in batch[:2].tolist()  # in a batch, the second pick covers the other direction
+
+
+def test_it_computes_the_fisher_information_of_the_judged_pairs_leaving_out_unknown_rows():
+    diff = np.array([[1.0, 2.0], [np.nan, 1.0], [0.5, -1.0]])
+    p = np.array([0.3, 0.5, 0.9])
+    expected = 2.0 * np.eye(2) + 0.21 * np.outer([1.0, 2.0], [1.0, 2.0]) + 0.09 * np.outer([0.5, -1.0], [0.5, -1.0])
+    assert fisher_information(diff, p, prior_precision=2.0) == pytest.approx(expected)
+    assert np.isnan(doptimal_scores(diff, p, np.eye(2), batch=1)[1])
 
 
 def test_it_ranks_unscored_candidates_last():
@@ -233,6 +317,31 @@ def test_it_serves_head_disagreement_first_under_ensemble(project, loop_settings
     assert queue(project)[0] == split.pk
     assert set(queue(project)) == {agreed.pk, split.pk, sure.pk}
     assert set(Comparison.objects.values_list("selected_by", flat=True)) == {"ensemble"}
+
+
+@pytest.mark.django_db
+def test_it_serves_the_least_known_direction_first_under_doptimal(project, loop_settings, version):
+    loop_settings.acquisition = "doptimal"
+    loop_settings.save()
+    # Two open pairs with the same reward gap; the judged pair already covers the first one's direction.
+    judged_a, judged_b = responses_with_rewards(project, version, [0.0, 0.0])
+    known_a, known_b = responses_with_rewards(project, version, [0.0, 0.0])
+    new_a, new_b = responses_with_rewards(project, version, [0.0, 0.0])
+    compare(project, judged_a, judged_b, status=Comparison.Status.COMPLETE, judgments_count=3)
+    known, new = compare(project, known_a, known_b), compare(project, new_a, new_b)
+    vectors = {judged_a: [3.0, 0.0], judged_b: [0.0, 0.0], known_a: [1.0, 0.0], known_b: [0.0, 0.0]}
+    vectors |= {new_a: [0.0, 1.0], new_b: [0.0, 0.0]}
+    ids = sorted(r.pk for r in vectors)
+    by_id = {r.pk: v for r, v in vectors.items()}
+    features = Features(np.array(ids), np.array([by_id[i] for i in ids]), prior_precision=1.0)
+
+    result = refresh_pairs(project=project, seed=0, features=features)
+
+    assert result.strategy == "doptimal"
+    assert queue(project) == [new.pk, known.pk]
+    assert set(Comparison.objects.filter(status="open").values_list("selected_by", flat=True)) == {"doptimal"}
+    # Without the embeddings it cannot score, and says it ranked at random.
+    assert refresh_pairs(project=project, seed=0).strategy == "random"
 
 
 @pytest.mark.django_db

@@ -6,12 +6,17 @@ from labeling.importing import ImportFileError
 from rewardmodel.demo import load_demo
 
 URL = "http://127.0.0.1:8000"
+ROLES = {
+    demo.ADMIN: f"administrator (every project), also at {URL}/admin/",
+    demo.MANAGER: f"project manager of the demo (imports, exports, raters, retrain), also at {URL}/admin/",
+    demo.RATER: "rater of the demo",
+}
 
 
 class Command(BaseCommand):
     help = (
         'Load the demo project "demo" (prompts, responses, comparisons, rater guidelines, a reward-model loop '
-        "that retrains every 10 judgments) and the demo accounts admin, alice and bob. Safe to run again: "
+        "that retrains every 10 judgments) and the demo accounts admin, manager, alice and bob. Safe to run again: "
         "nothing is duplicated, and accounts keep passwords their users changed."
     )
 
@@ -64,7 +69,7 @@ class Command(BaseCommand):
         logins, roles = [], []
         for status in result.accounts:
             account = status.account
-            role = f"administrator, also at {URL}/admin/" if account.is_admin else "rater"
+            role = ROLES[account.role]
             if status.password_is_demo:
                 password = account.password
             else:

@@ -274,3 +274,12 @@ def test_a_token_works_and_a_session_must_carry_the_csrf_token(computed, maria, 
     assert not RaterStanding.objects.exists()
     assert with_token.post(action(computed, carol, "pause"), format="json").status_code == 200
     assert RaterStanding.objects.get(rater=carol).paused
+
+
+def test_flag_kinds_are_the_ones_the_report_gives():
+    # The API's choices and the page's titles name exactly the kinds of flag the report can produce.
+    from labeling.quality.api import RaterFlagSerializer
+    from labeling.quality.report import FLAG_KINDS
+    from labeling.quality.views import FLAG_TITLES
+
+    assert set(RaterFlagSerializer().fields["kind"].choices) == set(FLAG_KINDS) == set(FLAG_TITLES)

@@ -5,7 +5,11 @@ import pytest
 
 from labeling.quality.report import (
     MIN_REFERENCE_CHECKS,
+    Flag,
     QualitySettings,
+    RaterQuality,
+    _shrunk_weights,
+    _vote_weight,
     build_report,
     comparison_labels,
     rater_weights,
@@ -286,7 +290,12 @@ def test_weight_modes():
     for bad in ("random", "always_left", "adversarial", "speeder"):
         assert reliability[bad] == 0.0
     careful = [q for q in report.raters if behaviour[q.rater] == "careful"]
-    assert all(reliability[q.rater] == q.reliability > 0.4 for q in careful)
+    assert all(reliability[q.rater] == q.vote_weight > 0.4 for q in careful)
+    # Shrunk toward their mean, never past it: the order stays, the spread narrows.
+    by_reliability = sorted(careful, key=lambda q: q.reliability)
+    assert [reliability[q.rater] for q in by_reliability] == sorted(reliability[q.rater] for q in careful)
+    spread = max(q.reliability for q in careful) - min(q.reliability for q in careful)
+    assert max(reliability[q.rater] for q in careful) - min(reliability[q.rater] for q in careful) < spread
     with pytest.raises(ValueError, match="Unknown weight mode"):
         rater_weights(report, "loudest")
 
@@ -351,3 +360,51 @@ def test_the_report_serialises_to_json():
     assert "position_bias" in text
     assert data["raters"][0]["gold_accuracy"] is None or set(data["raters"][0]["gold_accuracy"]) >= {"value", "n"}
     assert np.isfinite(data["project"]["alpha"]["value"])
+
+
+def quality(rater, reliability, se, *, flags=()):
+    return RaterQuality(
+        rater=rater,
+        judgments=100,
+        comparisons=100,
+        active_time_ms=0,
+        median_time_ms=None,
+        p10_time_ms=None,
+        gold_accuracy=None,
+        agreement=None,
+        reference_match=None,
+        chance_match=None,
+        gold_checks=0,
+        position_bias=None,
+        tie_rate=None,
+        both_bad_rate=None,
+        self_consistency=None,
+        too_fast_share=None,
+        reliability=reliability,
+        reliability_se=se,
+        vote_weight=0.0 if flags else _vote_weight(reliability, se),
+        flags=list(flags),
+    )
+
+
+def test_a_rater_weighs_their_reliability_only_once_it_is_shown_above_chance():
+    assert _vote_weight(0.3, 0.1) == 0.3  # 0.3 - 1.645 * 0.1 = 0.14 > 0
+    assert _vote_weight(0.3, 0.2) == 0.0  # 0.3 - 0.33 < 0: could be a guesser's luck
+    assert _vote_weight(0.15, 0.01) == 0.0  # surely above chance, but below the floor
+    assert _vote_weight(None, None) == 0.0
+
+
+def test_vote_weights_shrink_noise_away_and_keep_real_differences():
+    # Two raters 0.4 and 0.6 with standard errors 0.2: their spread (variance 0.02) is less than the noise
+    # (0.04), so they are told apart by noise only and weigh alike, at their mean.
+    noisy = {q.rater: q.vote_weight for q in _shrunk_weights([quality("x", 0.4, 0.2), quality("y", 0.6, 0.2)])}
+    assert noisy == {"x": pytest.approx(0.5), "y": pytest.approx(0.5)}
+    # 0.3 and 0.7 with standard errors 0.01: variance 0.08, noise 0.0001, tau^2 = 0.0799, so each moves toward
+    # 0.5 by 0.0001 / 0.08 of its distance: 0.5 - 0.2 * 0.0799 / 0.08.
+    sure = {q.rater: q.vote_weight for q in _shrunk_weights([quality("x", 0.3, 0.01), quality("y", 0.7, 0.01)])}
+    assert sure == {"x": pytest.approx(0.5 - 0.2 * 0.0799 / 0.08), "y": pytest.approx(0.5 + 0.2 * 0.0799 / 0.08)}
+    # Raters at weight 0 (flagged, or not above chance) stay there and take no part in the mean.
+    mixed = _shrunk_weights(
+        [quality("x", 0.4, 0.2), quality("y", 0.6, 0.2), quality("z", 0.9, 0.01, flags=[Flag("speed", "")])]
+    )
+    assert [q.vote_weight for q in mixed] == [pytest.approx(0.5), pytest.approx(0.5), 0.0]

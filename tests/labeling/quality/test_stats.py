@@ -9,6 +9,7 @@ from labeling.quality.stats import (
     binomial_p,
     bootstrap_interval,
     discoveries,
+    finite_number,
     krippendorff_alpha,
     nominal_alpha,
     pattern_alpha,
@@ -183,3 +184,10 @@ def test_a_likelihood_ratio_under_its_null_rarely_ever_reaches_the_threshold_how
     ever = (np.cumsum(step, axis=1) >= sequential_threshold(1)).any(axis=1)
 
     assert ever.mean() <= 0.05
+
+
+def test_finite_number_keeps_finite_numbers_only():
+    assert finite_number(np.float32(0.25)) == 0.25 and isinstance(finite_number(np.float32(0.25)), float)
+    assert finite_number(3) == 3.0
+    for value in (float("nan"), float("inf"), -np.inf, None, True, np.True_, "0.5"):
+        assert finite_number(value) is None

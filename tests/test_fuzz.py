@@ -1,0 +1,186 @@
+"""Fuzzing the API from its own OpenAPI schema (schemathesis), as a rater and as an admin.
+
+Every operation of the schema drf-spectacular serves at /api/schema/ is one test per caller
+(test_api_as_rater[GET /api/projects/{id}/], test_api_as_admin[...]): schemathesis generates
+requests from the schema, valid ones and invalid ones, sends them to the Django app in
+process (its WSGI application: no server, no network) with the caller's token, and checks
+that no response is a 5xx, that every status code is one the operation declares, and that
+every body matches the schema declared for that status.
+
+Bounded and reproducible: a fixed seed, derandomized generation, MAX_EXAMPLES cases per
+operation in the fuzzing phase on top of the schema's examples and the coverage phase's
+boundary values, no example database on disk.
+
+Each test runs in its own transaction (pytest-django), rolled back after it: whatever one
+operation's examples create or destroy (judgments, a revoked token, a paused rater, a
+comparison made gold) never reaches another operation's test, so destructive operations
+need no ordering. Inside one operation's test the examples share the data:
+- DELETE /api/auth/tokens/{prefix}/ is offered the caller's real prefix; when it revokes the
+  token, the next example signs in with a fresh one (as a client would);
+- the rater-standing actions (pause, exclude, ...) may pause alice; she then gets 204 from
+  /next/, which the schema declares.
+Path ids and request-body ids are drawn half from what the fixture made (so the examples
+reach real objects, not only 404s) and half as schemathesis generates them.
+"""
+
+import pytest
+import schemathesis
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from drf_spectacular.generators import SchemaGenerator
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from rest_framework.authtoken.models import Token
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+from labeling.api import tokens
+from labeling.assignment import next_comparison_for
+from labeling.comparisons import set_gold
+from labeling.quality.service import compute_quality
+from rewardmodel.models import RewardModelVersion
+from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory, UserFactory
+from tests.rewardmodel.factories import RewardModelVersionFactory
+
+# Cases per operation and caller in the fuzzing phase; measured: the whole file takes ~60 s on 2 cores.
+MAX_EXAMPLES = 25
+SEED = 20261202
+
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "seed": SEED,
+        "generation": {
+            "mode": "all",  # valid requests and invalid ones
+            "max-examples": MAX_EXAMPLES,
+            "deterministic": True,
+            "database": "none",
+            # The test sends the caller's token itself.
+            "with-security-parameters": False,
+        },
+        "phases": {"stateful": {"enabled": False}},
+    }
+)
+
+# The schema as /api/schema/ serves it (same generator, no request needed).
+schema = schemathesis.openapi.from_dict(SchemaGenerator().get_schema(request=None, public=True), config=CONFIG)
+schema.app = WSGIHandler()
+
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+
+# The objects `world` makes get these ids, and the callers these tokens, so that the hooks below, which
+# run while schemathesis collects the tests, can offer them. Far above what the sequences reach in a test
+# database, so rows made with sequence ids never collide with them.
+PROJECT_IDS = [900_001, 900_002]  # alice rates the first, not the second
+COMPARISON_IDS = list(range(900_001, 900_008))
+JUDGMENT_IDS = [900_001, 900_002, 900_003]
+USERNAMES = ["alice", "bob", "carol", "admin"]
+TOKEN_KEYS = {"rater": "a1" * 20, "admin": "ad" * 20}
+
+
+def _ids_for(path: str) -> list[int]:
+    if path.startswith("/api/comparisons/"):
+        return COMPARISON_IDS
+    if path.startswith("/api/judgments/"):
+        return JUDGMENT_IDS
+    return PROJECT_IDS
+
+
+@schema.hook
+def flatmap_path_parameters(context, path_parameters):
+    if not path_parameters:
+        return st.just(path_parameters)
+    real = {name: st.just(value) for name, value in path_parameters.items()}
+    if "id" in real:
+        real["id"] = st.sampled_from(_ids_for(context.operation.path))
+    if "username" in real:
+        real["username"] = st.sampled_from(USERNAMES)
+    if "prefix" in real:
+        real["prefix"] = st.sampled_from([key[: tokens.PREFIX_LENGTH] for key in TOKEN_KEYS.values()])
+    return st.one_of(st.just(path_parameters), st.fixed_dictionaries(real))
+
+
+@schema.hook
+def flatmap_body(context, body):
+    if not isinstance(body, dict) or "comparison" not in body:
+        return st.just(body)
+    return st.one_of(st.just(body), st.sampled_from(COMPARISON_IDS).map(lambda pk: {**body, "comparison": pk}))
+
+
+@schema.hook
+def flatmap_query(context, query):
+    if not isinstance(query, dict) or "project" not in query:
+        return st.just(query)
+    return st.one_of(st.just(query), st.sampled_from(PROJECT_IDS).map(lambda pk: {**query, "project": pk}))
+
+
+@pytest.fixture
+def in_process_requests():
+    """The WSGI handler closes the database connection at the end of each request, as a server must; here
+    that would end the test's transaction. Django's test client turns this off the same way."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def world(db, in_process_requests):
+    alice = UserFactory(username="alice")
+    bob = UserFactory(username="bob")
+    carol = UserFactory(username="carol")
+    admin = UserFactory(username="admin", is_staff=True, is_superuser=True)
+    project = ProjectFactory(id=PROJECT_IDS[0], slug="demo", name="Demo", allow_ties=True, allow_both_bad=True)
+    project.raters.add(alice, bob)
+    other = ProjectFactory(id=PROJECT_IDS[1], slug="other", name="Other")
+    other.raters.add(carol)
+    comparisons = [ComparisonFactory(id=pk, prompt__project=project) for pk in COMPARISON_IDS[:-1]]
+    comparisons.append(ComparisonFactory(id=COMPARISON_IDS[-1], prompt__project=other))
+    JudgmentFactory(id=JUDGMENT_IDS[0], comparison=comparisons[0], rater=alice, outcome="a")
+    JudgmentFactory(id=JUDGMENT_IDS[1], comparison=comparisons[0], rater=bob, outcome="b", left="b")
+    JudgmentFactory(id=JUDGMENT_IDS[2], comparison=comparisons[1], rater=bob, outcome="tie")
+    set_gold(comparison=comparisons[2], gold_label="a")
+    next_comparison_for(rater=alice, project=project)  # alice holds a lease: POST /api/judgments/ can succeed
+    compute_quality(project=project, n_bootstrap=20)  # stored figures for /raters/ and /leaderboard/
+    RewardModelVersionFactory(project=project, version=1, status=RewardModelVersion.Status.FAILED, error="OOM")
+    RewardModelVersionFactory(project=project, version=2, status=RewardModelVersion.Status.TRAINING)
+    return {"rater": alice, "admin": admin}
+
+
+@pytest.fixture
+def as_rater(world):
+    return Caller(world["rater"], TOKEN_KEYS["rater"])
+
+
+@pytest.fixture
+def as_admin(world):
+    return Caller(world["admin"], TOKEN_KEYS["admin"])
+
+
+class Caller:
+    """A user and their token, given back to them whenever an example revokes it."""
+
+    def __init__(self, user, key):
+        self.user, self.key = user, key
+        self.sign_in()
+
+    def sign_in(self):
+        Token.objects.get_or_create(user=self.user, defaults={"key": self.key})
+
+    def call_and_validate(self, case):
+        case.call_and_validate(headers={"Authorization": f"Token {self.key}"}, checks=CHECKS)
+        self.sign_in()
+
+
+# The fixtures' data are made once per operation, not once per example, on purpose (see the docstring).
+@schema.parametrize()
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_api_as_rater(case, as_rater):
+    as_rater.call_and_validate(case)
+
+
+@schema.parametrize()
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_api_as_admin(case, as_admin):
+    as_admin.call_and_validate(case)
