@@ -141,7 +141,11 @@ def _lease_from_queue(*, rater, project: Project, now) -> Assignment | None:
 def _not_judged_or_skipped_by(rater) -> Q:
     # Neither judged nor skipped by this rater (an expired lease of their own
     # does not block: they may pick it up again).
-    judged = Judgment.objects.filter(comparison=OuterRef("pk"), rater=rater)
+    # repeat_of IS NULL: a rater's repeat exists only beside their first
+    # judgment, and the condition lets the partial unique index on
+    # (comparison, rater) answer with one probe (without it SQLite walks all
+    # of the rater's judgments for every candidate).
+    judged = Judgment.objects.filter(comparison=OuterRef("pk"), rater=rater, repeat_of__isnull=True)
     skipped = Assignment.objects.filter(comparison=OuterRef("pk"), rater=rater, state=Assignment.State.SKIPPED)
     return ~Q(Exists(judged)) & ~Q(Exists(skipped))
 
@@ -157,7 +161,10 @@ def _queue_for(*, rater, project: Project, now):
         output_field=IntegerField(),
     )
     return (
-        Comparison.objects.filter(project=project, status=Comparison.Status.OPEN, is_gold=False)
+        # is_gold = false, not Django's usual NOT is_gold: SQLite uses an index
+        # column for equalities only, and without it could not walk
+        # comparison_queue_idx in serving order (a sort of every open row instead).
+        Comparison.objects.filter(project=project, status=Comparison.Status.OPEN, is_gold=Value(False))
         .filter(_not_judged_or_skipped_by(rater))
         .filter(_not_paused(rater=rater, project=project))
         .alias(live=Coalesce(live_count, Value(0)))
@@ -168,17 +175,22 @@ def _queue_for(*, rater, project: Project, now):
 def candidates_for(*, rater, project: Project, exclude: list[int], now=None):
     """The queue in serving order, locking what it returns (the candidate
     query; tests check its plan walks comparison_queue_idx at 100,000 rows)."""
+    # Not joined to the project, which the caller has: with the project table
+    # in the join, SQLite sorts every open row instead of walking the index.
     return (
         _queue_for(rater=rater, project=project, now=now or timezone.now())
         .exclude(pk__in=exclude)
-        .select_related(*_TASK_RELATED)
+        .select_related(*(name for name in _TASK_RELATED if name != "project"))
         .order_by("-priority", "created_at", "pk")
         .select_for_update(skip_locked=True, of=("self",))
     )
 
 
 def _lock_next_candidate(*, rater, project: Project, now, exclude: list[int]) -> Comparison | None:
-    return candidates_for(rater=rater, project=project, exclude=exclude, now=now).first()
+    comparison = candidates_for(rater=rater, project=project, exclude=exclude, now=now).first()
+    if comparison is not None:
+        comparison.project = project
+    return comparison
 
 
 def _real_work_left(*, rater, project: Project, now) -> Q:

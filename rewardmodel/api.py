@@ -274,6 +274,9 @@ class ScoreView(APIView):
             400: FIELD_ERRORS,
             404: NOT_FOUND,
             409: OpenApiResponse(ErrorSerializer, description="The project has no active reward model yet."),
+            429: OpenApiResponse(
+                ErrorSerializer, description=f"More than {ScoreThrottle.rate} for you: wait, then retry."
+            ),
             503: OpenApiResponse(ErrorSerializer, description="The active model's checkpoint could not be loaded."),
         },
         summary="Score responses with the project's active reward model",

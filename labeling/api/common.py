@@ -14,6 +14,8 @@ from rest_framework.exceptions import APIException
 from .serializers import ErrorSerializer
 
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="Not found, or not in a project you may label.")
+# PageNumberPagination answers 404 for a page that does not exist (0, "abc", past the last one).
+NO_SUCH_PAGE = OpenApiResponse(ErrorSerializer, description="No such page: pages count from 1 to the last one.")
 FIELD_ERRORS = OpenApiResponse(OpenApiTypes.OBJECT, description='Field errors: {"field": ["message", ...]}.')
 
 

@@ -261,6 +261,12 @@ class GoldInputSerializer(serializers.Serializer):
 class ComparisonGoldSerializer(serializers.ModelSerializer):
     """A comparison's gold state, for its managers. Never served to raters."""
 
+    # Declared, not generated: read-only model fields lose allow_blank, and the schema then left out "" (none).
+    reference_label = serializers.ChoiceField(choices=Comparison.Label.choices, allow_blank=True, read_only=True)
+    gold_label = serializers.ChoiceField(
+        choices=Comparison._meta.get_field("gold_label").choices, allow_blank=True, read_only=True
+    )
+
     class Meta:
         model = Comparison
         fields = ["id", "project", "response_a", "response_b", "reference_label", "is_gold", "gold_label", "status"]

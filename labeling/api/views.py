@@ -30,7 +30,7 @@ from labeling.judgments import ComparisonNotFound, InvalidJudgment, JudgmentInpu
 from labeling.progress import progress_for
 
 from . import tokens
-from .common import FIELD_ERRORS, NOT_FOUND, Conflict, valid
+from .common import FIELD_ERRORS, NO_SUCH_PAGE, NOT_FOUND, Conflict, valid
 from .serializers import (
     ComparisonGoldSerializer,
     ErrorSerializer,
@@ -129,7 +129,10 @@ def _with_progress(user, projects):
     return projects
 
 
-@extend_schema(summary="Projects you may label, with your progress")
+@extend_schema(
+    responses={200: ProjectSerializer(many=True), 404: NO_SUCH_PAGE},
+    summary="Projects you may label, with your progress",
+)
 class ProjectListView(generics.ListAPIView):
     serializer_class = ProjectSerializer
 
@@ -195,7 +198,7 @@ class SkipComparisonView(APIView):
 @extend_schema_view(
     get=extend_schema(
         parameters=[JudgmentFilterSerializer],
-        responses={200: JudgmentSerializer(many=True), 400: FIELD_ERRORS},
+        responses={200: JudgmentSerializer(many=True), 400: FIELD_ERRORS, 404: NO_SUCH_PAGE},
         summary="Your own judgments, newest first",
     )
 )

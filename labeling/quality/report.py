@@ -75,7 +75,7 @@ of one kind, is at most FWER = 5%. (The fixed-sample binomial tests with Benjami
   that the small share costs them a judgment or two, while an even mixture cost a guesser a factor of 2); all
   three give the rater's answer shares. The likelihood ratio only moves where the reference knows something,
   so gold answers count fully and a comparison whose other raters disagree counts for little. Careful raters
-  have competence 0.45 (benchmark: 75% right on decisive answers, 5% ties) to 0.67 (simulation), inside H0.
+  have competence 0.475 (benchmark: 75% right on decisive answers, 5% ties) to 0.67 (simulation), inside H0.
   The test starts at MIN_REFERENCE_CHECKS = 20 first judgments, before which the fit's plug-in shares are
   too rough.
 - position_bias: H0 left share within 50% ± POSITION_BIAS_MIN_EFFECT (a 52% left share over 5,000 answers is

@@ -3,6 +3,7 @@ assignment and judgments, the loop retrains after each batch, and every budget g
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def bench():
     spec = importlib.util.spec_from_file_location("acquisition_benchmark", ROOT / "benchmarks" / "acquisition.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
-    return module
+    yield module
+    del sys.modules[spec.name]
 
 
 @pytest.fixture

@@ -295,7 +295,7 @@ def test_every_refit_every_judgments_one_refit_is_handed_to_the_default_queue(tr
     from rewardmodel.tasks import wait_for_publisher
 
     project, _ = trained
-    LoopSettings.objects.filter(project=project).update(refit_every=4, retrain_every=0)
+    LoopSettings.objects.update_or_create(project=project, defaults={"refit_every": 4, "retrain_every": 0})
     prefer_maybe(project, [alice], count=3)
     assert refit_if_due(project_id=project.pk) is None  # 3 new judgments: not yet
 

@@ -369,7 +369,7 @@ def bare_staff(db):
     return UserFactory(username="clerk", is_staff=True)
 
 
-def test_staff_without_permissions_cannot_activate_retrain_or_refresh(client, bare_staff, project, history, broker):
+def test_staff_without_permissions_cannot_even_find_the_project(client, bare_staff, project, history, broker):
     client.force_login(bare_staff)
     ready = history[1]
     for url in (
@@ -377,9 +377,23 @@ def test_staff_without_permissions_cannot_activate_retrain_or_refresh(client, ba
         reverse("rewardmodel:retrain", args=[project.slug]),
         reverse("rewardmodel:refresh", args=[project.slug]),
     ):
-        assert client.post(url).status_code == 403
+        assert client.post(url).status_code == 404
+    assert client.get(reverse("rewardmodel:status", args=[project.slug])).status_code == 404
     ready.refresh_from_db()
     assert ready.status == "ready"
+    assert RewardModelVersion.objects.get(project=project, status="active").version == 2
+    assert not ProjectLoop.objects.filter(project=project, retrain_pending=True).exists()
+    assert published(broker) == []
+
+
+def test_a_rater_of_the_project_sees_no_button_and_is_refused_each_action(client, alice, project, history, broker):
+    client.force_login(alice)
+    for url in (
+        reverse("rewardmodel:activate", args=[project.slug, 1]),
+        reverse("rewardmodel:retrain", args=[project.slug]),
+        reverse("rewardmodel:refresh", args=[project.slug]),
+    ):
+        assert client.post(url).status_code == 403
     assert RewardModelVersion.objects.get(project=project, status="active").version == 2
     assert not ProjectLoop.objects.filter(project=project, retrain_pending=True).exists()
     assert published(broker) == []
@@ -394,6 +408,10 @@ def test_a_user_with_the_loop_permissions_may_activate_and_retrain(client, bare_
         *Permission.objects.filter(codename__in=["change_projectloop", "change_rewardmodelversion"])
     )
     client.force_login(bare_staff)
+    # The permissions count only on the projects one manages.
+    assert client.post(reverse("rewardmodel:activate", args=[project.slug, 1])).status_code == 404
+    assert RewardModelVersion.objects.get(project=project, status="active").version == 2
+    project.managers.add(bare_staff)
     assert client.post(reverse("rewardmodel:activate", args=[project.slug, 1])).status_code == 302
     assert RewardModelVersion.objects.get(project=project, status="active").version == 1
     assert client.post(reverse("rewardmodel:retrain", args=[project.slug])).status_code == 302
