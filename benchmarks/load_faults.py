@@ -120,11 +120,11 @@ class Processes:
     def __init__(self, env: dict, logs: Path):
         self.env, self.logs, self.procs = env, logs, {}
 
-    def start(self, name: str, cmd: list[str], nice: int = 0) -> subprocess.Popen:
+    def start(self, name: str, cmd: list[str], nice: int = 0, env: dict | None = None) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("ab")
         prefix = ["nice", "-n", str(nice)] if nice else []
         proc = subprocess.Popen(
-            prefix + cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            prefix + cmd, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.procs[name] = proc
         return proc
@@ -358,48 +358,48 @@ class Faults:
 
 
 def training_version():
-    """The version a worker is in the middle of training, or None."""
-    from django.db import connection
+    """The version a worker is in the middle of training (some steps done, not all), or None."""
     from django.db.models import F
 
     from rewardmodel.models import RewardModelVersion
 
+    return (
+        RewardModelVersion.objects.filter(status=RewardModelVersion.Status.TRAINING, progress_step__gt=0)
+        .filter(progress_step__lt=F("progress_total"))
+        .first()
+    )
+
+
+def inject_faults(args, procs: Processes, t0: float, faults: Faults, start_gpu_worker) -> None:
+    """The three faults, in a thread of its own (it blocks: database polls, Redis' restart)."""
+    from django.db import connection
+
+    T = args.seconds
     try:
-        return (
-            RewardModelVersion.objects.filter(status=RewardModelVersion.Status.TRAINING, progress_step__gt=0)
-            .filter(progress_step__lt=F("progress_total"))
-            .first()
-        )
+        # 1. The training worker, SIGKILLed while a version is mid-training; a new one takes its place.
+        caught = None
+        while caught is None and time.monotonic() - t0 < 0.55 * T:
+            caught = training_version()
+            time.sleep(0.05)
+        if caught is None:
+            faults.note(t0, "no version was mid-training by 0.55 of the run: the training worker was NOT killed")
+        else:
+            procs.kill_group("gpu-1")
+            faults.note(
+                t0,
+                f"training worker SIGKILLed while v{caught.version} trained (step {caught.progress_step}/"
+                f"{caught.progress_total}); a new worker started",
+            )
+            start_gpu_worker("gpu-2")
     finally:
         connection.close()
-
-
-async def inject_faults(args, procs: Processes, t0: float, faults: Faults, start_gpu_worker) -> None:
-    T = args.seconds
-    # 1. The training worker, SIGKILLed while a version is mid-training; a new one takes its place.
-    caught = None
-    while time.monotonic() - t0 < 0.55 * T:
-        caught = await asyncio.to_thread(training_version)
-        if caught is not None:
-            break
-        await asyncio.sleep(0.25)
-    if caught is None:
-        faults.note(t0, "no version was training by 0.55 of the run: the training worker was NOT killed")
-    else:
-        procs.kill_group("gpu-1")
-        faults.note(
-            t0,
-            f"training worker SIGKILLed while v{caught.version} trained (step {caught.progress_step}/"
-            f"{caught.progress_total}); a new worker started",
-        )
-        start_gpu_worker("gpu-2")
     # 2. Redis (broker and cache) shut down and started again.
-    await asyncio.sleep(max(0.0, t0 + 0.45 * T - time.monotonic(), 5.0))
+    time.sleep(max(0.0, t0 + 0.45 * T - time.monotonic(), 5.0))
     if not args.no_redis_restart:
-        down = await asyncio.to_thread(restart_redis)
+        down = restart_redis()
         faults.note(t0, f"Redis shut down and started again (not answering for {down:.1f} s)")
     # 3. One web process SIGKILLed; the gunicorn master forks a replacement.
-    await asyncio.sleep(max(0.0, t0 + 0.65 * T - time.monotonic(), 5.0))
+    time.sleep(max(0.0, t0 + 0.65 * T - time.monotonic(), 5.0))
     workers = gunicorn_workers(procs.procs["web"].pid)
     if workers:
         victim = random.Random(args.seed).choice(workers)
@@ -425,7 +425,7 @@ async def run_raters(args, tokens: list[str], project_id: int, procs, start_gpu_
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         sampler = asyncio.create_task(sample_load(load, stop))
-        injector = asyncio.create_task(inject_faults(args, procs, t0, faults, start_gpu_worker))
+        injector = asyncio.create_task(asyncio.to_thread(inject_faults, args, procs, t0, faults, start_gpu_worker))
         await asyncio.gather(
             *(rater(i, tok, base, project_id, args, stats, deadline, session) for i, tok in enumerate(tokens))
         )
@@ -457,6 +457,12 @@ def wait_until_ready(*logs: Path, limit_s: float = 180) -> None:
         if time.monotonic() - started > limit_s:
             raise RuntimeError(f"the workers were not ready within {limit_s:.0f} s (see {logs})")
         time.sleep(0.5)
+
+
+def logged_errors(log: Path) -> int:
+    """Tracebacks and ERROR lines (a 500 logs one; so do a lost broker and a killed worker)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return sum(1 for line in text.splitlines() if "Traceback" in line or " ERROR " in line or "[ERROR]" in line)
 
 
 # --- checks --------------------------------------------------------------------
@@ -698,24 +704,12 @@ def main() -> int:
     worker_env = {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     celery = [str(BIN / "celery"), "-A", "config", "worker", "--loglevel", "INFO"]
 
+    # As `make run` starts them.
+    gpu = ["--queues", "gpu", "--concurrency", "1", "--prefetch-multiplier", "1"]
+    default = ["--queues", "default", "--concurrency", "1", "--beat", "--schedule", str(scratch / "celerybeat")]
+
     def start_gpu_worker(name: str) -> None:
-        procs.env = worker_env
-        procs.start(
-            name,
-            celery
-            + [
-                "--queues",
-                "gpu",
-                "--concurrency",
-                "1",
-                "--prefetch-multiplier",
-                "1",
-                "--hostname",
-                f"{name}@bench-faults",
-            ],
-            nice=10,
-        )
-        procs.env = env
+        procs.start(name, [*celery, *gpu, "--hostname", f"{name}@bench-faults"], nice=10, env=worker_env)
 
     ok = False
     try:
@@ -731,24 +725,7 @@ def main() -> int:
         before = os.getloadavg()[0]
         procs.start("web", ["make", "--no-print-directory", "serve"])
         start_gpu_worker("gpu-1")
-        procs.env = worker_env
-        procs.start(
-            "default",
-            celery
-            + [
-                "--queues",
-                "default",
-                "--concurrency",
-                "1",
-                "--hostname",
-                "default@bench-faults",
-                "--beat",
-                "--schedule",
-                str(scratch / "celerybeat-schedule"),
-            ],
-            nice=10,
-        )
-        procs.env = env
+        procs.start("default", [*celery, *default, "--hostname", "default@bench-faults"], nice=10, env=worker_env)
         base = f"http://127.0.0.1:{args.port}"
         asyncio.run(wait_until_serving(base, tokens[0]))
         wait_until_ready(scratch / "gpu-1.log", scratch / "default.log")
@@ -776,6 +753,8 @@ def main() -> int:
             f"{os.cpu_count()} cores"
         )
         ok = report(args, info, stats, faults, load, elapsed, checks, version, t0, fault_end_s)
+        logged = {name: logged_errors(scratch / f"{name}.log") for name in procs.procs}
+        print("errors in the processes' logs: " + ", ".join(f"{name} {n}" for name, n in logged.items()))
         print("versions and the loop row at the end:\n" + loop_state(project))
     finally:
         procs.stop_all()

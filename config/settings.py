@@ -166,7 +166,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite ignores SELECT ... FOR UPDATE. IMMEDIATE transactions take the
     # write lock at BEGIN, so two raters' assignment transactions serialise
     # instead of both reading the same free slot. WAL lets readers go on.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Connections persist (one per gunicorn worker): opening one and running
+    # the PRAGMAs below cost every request otherwise. The busy timeout bounds
+    # a wait for the write lock (held for one short transaction at a time).
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("SQLITE_CONN_MAX_AGE", 600)
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
@@ -398,6 +401,7 @@ CELERY_TASK_ROUTES = {
     # Rater quality: row reads and numpy work, no model.
     "labeling.tasks.compute_quality": {"queue": "default"},
     "labeling.tasks.compute_quality_for_active_projects": {"queue": "default"},
+    "labeling.tasks.run_import": {"queue": "default"},  # admin uploads (labeling/importing/jobs.py)
 }
 CELERY_TASK_SOFT_TIME_LIMIT = REWARD_MODEL_MAX_TRAINING_SECONDS
 CELERY_TASK_TIME_LIMIT = REWARD_MODEL_MAX_TRAINING_SECONDS + 600

@@ -21,8 +21,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from labeling import access, exporting, importing
+from labeling import access, exporting, importing, tasks
 from labeling.comparisons import (
     mark_gold_by_reference_label,
     reopen_comparisons,
@@ -30,8 +31,9 @@ from labeling.comparisons import (
     status_by_count,
     unmark_gold,
 )
+from labeling.importing import jobs as import_jobs
 from labeling.judgments import delete_judgments
-from labeling.models import Assignment, Comparison, Judgment, Project, Prompt, Response
+from labeling.models import Assignment, Comparison, ImportJob, Judgment, Project, Prompt, Response
 from labeling.quality.weights import judgment_weights
 
 
@@ -115,7 +117,19 @@ class ProjectAdmin(ProjectScopedAdmin):
 
     def get_urls(self):
         return [
-            path("import/", self.admin_site.admin_view(self.import_view), name="labeling_project_import"),
+            # csrf_exempt only so that the admin does not read the upload before import_view has chosen where
+            # it goes; import_view checks the CSRF token itself (csrf_protect) right after.
+            path("import/", self.admin_site.admin_view(csrf_exempt(self.import_view)), name="labeling_project_import"),
+            path(
+                "import/<int:job_id>/",
+                self.admin_site.admin_view(self.import_job_view),
+                name="labeling_project_import_job",
+            ),
+            path(
+                "import/<int:job_id>/progress/",
+                self.admin_site.admin_view(self.import_progress_view),
+                name="labeling_project_import_progress",
+            ),
             path(
                 "<int:project_id>/export/<str:format>/",
                 self.admin_site.admin_view(self.export_view),
@@ -124,41 +138,90 @@ class ProjectAdmin(ProjectScopedAdmin):
         ] + super().get_urls()
 
     def import_view(self, request):
-        if not request.user.has_perm("labeling.add_comparison"):
+        if not request.user.has_perm(access.IMPORT):
             raise PermissionDenied
         too_large = _upload_too_large(request)
         if too_large:
             return too_large
+        # The upload goes to a file under VAR_DIR/imports/, 64 KiB at a time, never into memory.
+        request.upload_handlers = [import_jobs.ImportUploadHandler(request)]
+        try:
+            return csrf_protect(self._import_form)(request)
+        finally:
+            # A file no job took (a form error, a refused token): nobody will read it.
+            for upload in request.FILES.values() if request.method == "POST" else ():
+                if isinstance(upload, import_jobs.StoredUpload) and not getattr(upload, "taken", False):
+                    upload.discard()
+
+    def _import_form(self, request):
         form = ImportPairsForm(
             request.POST or None, request.FILES or None, initial={"project": request.GET.get("project")}
         )
         if request.method == "POST" and form.is_valid():
+            slug = form.cleaned_data["project"]
+            refusal = access.import_refusal(request.user, project_slug=slug)
+            if refusal:
+                raise PermissionDenied(refusal)
+            upload = form.cleaned_data["file"]
             try:
-                # The upload is read line by line (from memory or a temporary file).
-                result = importing.import_pairs(
-                    project_slug=form.cleaned_data["project"],
-                    lines=form.cleaned_data["file"],
-                    format=form.cleaned_data["format"] or None,
+                job = import_jobs.start_import_job(
+                    user=request.user,
+                    project_slug=slug,
                     project_name=form.cleaned_data["name"] or None,
+                    upload=upload,
+                    format=form.cleaned_data["format"] or None,
                     gold_from_labels=form.cleaned_data["gold_from_labels"],
                 )
-            except importing.ImportFileError as error:
-                form.add_error("file", f"{error}. Nothing was imported.")
             except ValidationError as error:
                 form.add_error("project", error)
             else:
-                self.message_user(request, f"Imported {result.summary()}.", messages.SUCCESS)
-                for line, reason in result.skipped[:20]:
-                    self.message_user(request, f"Line {line} skipped: {reason}.", messages.WARNING)
-                return redirect("admin:labeling_project_change", result.project.pk)
+                upload.taken = True
+                self._hand_over(request, job)
+                return redirect("admin:labeling_project_import_job", job.pk)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Import pairs",
             "form": form,
-            "projects": Project.objects.order_by("slug").values_list("slug", flat=True),
+            "max_mb": settings.IMPORT_MAX_BYTES // 2**20,
+            "projects": access.projects_where(request.user, access.IMPORT)
+            .order_by("slug")
+            .values_list("slug", flat=True),
         }
         return TemplateResponse(request, "admin/labeling/project/import.html", context)
+
+    def import_job_view(self, request, job_id):
+        """An import's page: its progress while it runs, then its counts or its line-numbered error. A job
+        the broker did not take can be handed over again, or run here and now (this request waits)."""
+        job = _import_job_for(request.user, job_id)
+        if request.method == "POST":
+            if job.status == ImportJob.Status.QUEUED and request.POST.get("action") == "publish":
+                self._hand_over(request, job)
+            elif _may_run_here(job) and request.POST.get("action") == "run":
+                import_jobs.run_import_job(job_id=job.pk)
+            return redirect("admin:labeling_project_import_job", job.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Import of {job.filename}",
+            **_import_job_context(job),
+        }
+        return TemplateResponse(request, "admin/labeling/project/import_job.html", context)
+
+    def import_progress_view(self, request, job_id):
+        """The progress part of the job page alone, which the page polls (htmx) until the job ends."""
+        job = _import_job_for(request.user, job_id)
+        return TemplateResponse(request, "admin/labeling/project/import_progress.html", _import_job_context(job))
+
+    def _hand_over(self, request, job):
+        error = tasks.publish_run_import(job_id=job.pk)
+        if error:
+            self.message_user(
+                request,
+                f"The task queue did not take the import ({error}). The file is kept and the import waits, "
+                "queued: hand it over again below once the broker is back, or import it here and now.",
+                messages.WARNING,
+            )
 
     def export_view(self, request, project_id, format):
         # Raw exports carry every judgment's rationale: only for those who may read judgments, of the
@@ -377,6 +440,37 @@ class JudgmentAdmin(RecordAdmin):
 
     def delete_queryset(self, request, queryset):
         delete_judgments(judgment_ids=queryset.values_list("pk", flat=True))
+
+
+def _may_import_into(user, project: Project) -> bool:
+    """The one rule of the import job pages: who may import into project may follow its imports."""
+    return access.may(user, access.IMPORT, project)
+
+
+def _import_job_for(user, job_id) -> ImportJob:
+    """The import job, for those who may import into its project; 404 for anyone else."""
+    job = ImportJob.objects.select_related("project").filter(pk=job_id).first()
+    if job is None or not _may_import_into(user, job.project):
+        raise Http404("No such import.")
+    return job
+
+
+def _may_run_here(job: ImportJob) -> bool:
+    return job.status == ImportJob.Status.QUEUED or import_jobs.is_stale(job)
+
+
+def _import_job_context(job: ImportJob) -> dict:
+    bytes_done, lines_done = import_jobs.progress_of(job)
+    finished = job.status in (ImportJob.Status.SUCCEEDED, ImportJob.Status.FAILED)
+    return {
+        "job": job,
+        "finished": finished,
+        "bytes_done": bytes_done,
+        "lines_done": lines_done,
+        "percent": 100 if finished else min(99, int(100 * bytes_done / job.size_bytes)) if job.size_bytes else 0,
+        "may_run_here": _may_run_here(job),
+        "stale": import_jobs.is_stale(job),
+    }
 
 
 def _upload_too_large(request) -> HttpResponse | None:

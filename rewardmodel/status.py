@@ -206,10 +206,23 @@ class QueueItem:
     judgments_count: int
 
 
+# Why the queue is in the order it is, one sentence per strategy (the evidence: benchmarks/acquisition.py).
+STRATEGY_REASONS = {
+    "random": "Pairs are served in random order: on real, noisy preference data no ordering measured here beat it.",
+    "uncertainty": "Pairs the model calls closest to a tie come first; on noisy data those are often true ties "
+    "that a person cannot call either, so this can waste labels early on.",
+    "ensemble": "Pairs on which the model's bootstrapped reward heads disagree most come first: the labels most "
+    "likely to change the model.",
+    "doptimal": "Pairs that would teach the reward model most come first: those it cannot call yet, in directions "
+    "earlier judgments have not covered (D-optimal design on its Fisher information).",
+}
+
+
 @dataclass(frozen=True)
 class Acquisition:
     strategy: str
     strategy_label: str
+    why: str  # one sentence: why pairs are ordered as they are (STRATEGY_REASONS)
     exploration_share: float
     pair_budget: int
     open_comparisons: int | None  # None for raters (not counted)
@@ -385,6 +398,7 @@ def _acquisition(project: Project, settings: LoopSettings, *, staff: bool) -> Ac
     common = {
         "strategy": settings.acquisition,
         "strategy_label": settings.get_acquisition_display(),
+        "why": STRATEGY_REASONS.get(settings.acquisition, ""),
         "exploration_share": settings.exploration_share,
         "pair_budget": settings.pair_budget,
     }

@@ -11,7 +11,7 @@ tokens (issuing, listing, revoking) are in tokens.py.
 
 from axes.helpers import get_lockout_response
 from django.core.exceptions import ValidationError as ModelValidationError
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -233,6 +233,21 @@ class JudgmentListView(generics.ListAPIView):
             "Outcome and criteria are in the terms of your lease (left / right as shown). Safe to retry: "
             "a second POST for the same comparison returns the stored judgment with 200."
         ),
+        examples=[
+            OpenApiExample(
+                "Left clearly better",
+                value={
+                    "comparison": 1234,
+                    "outcome": "left",
+                    "strength": 2,
+                    "criteria": {"helpfulness": "left", "harmlessness": "tie"},
+                    "rationale": "The left one answers the question.",
+                    "flags": [],
+                    "time_spent_ms": 4200,
+                },
+                request_only=True,
+            )
+        ],
     )
     def post(self, request):
         judgment = JudgmentInput(**valid(JudgmentInputSerializer, request.data))

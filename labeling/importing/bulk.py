@@ -3,7 +3,7 @@
 bulk_create builds a model instance and prepares every field of every row in
 Python, and on PostgreSQL Django binds each parameter client-side: that made
 100,000 pairs (400,000 rows) take minutes. Here the defaults and the creation
-time are prepared once, the caller hands over JSON already encoded (json_text),
+time are prepared once, the caller hands over JSON already encoded (json_encoder),
 the ids are allocated up front (so no query has to find the rows again), and
 rows go in through COPY (PostgreSQL) or executemany (SQLite), both streamed in C.
 
@@ -26,7 +26,7 @@ safe (see there).
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import orjson
@@ -41,7 +41,7 @@ _SQLITE_IMPORT_CACHE_KIB = 64 * 1024
 
 def insert(model: type[models.Model], field_names: tuple[str, ...], rows: list[tuple]) -> list[int]:
     """Insert rows of raw values for field_names (ids for foreign keys, JSON as text from
-    json_text) and return their new ids, in order. Every other field gets its default."""
+    json_encoder()) and return their new ids, in order. Every other field gets its default."""
     if not rows:
         return []
     meta = model._meta
@@ -68,18 +68,27 @@ def insert(model: type[models.Model], field_names: tuple[str, ...], rows: list[t
     return ids
 
 
-def json_text(value) -> str:
-    """value as the JSON text a JSON column takes. SQLite: exactly what Django's JSONField writes
-    (json.dumps), as SQLite compares JSON as text in lookups (a "\\u00c7" and a "Ç" differ there).
-    PostgreSQL parses it into jsonb, so orjson's faster text does."""
+def json_encoder() -> Callable[[object], str]:
+    """A function from a value to the JSON text a JSON column takes, for this connection. SQLite:
+    exactly what Django's JSONField writes (json.dumps), as SQLite compares JSON as text in lookups
+    (there "\\u00c7" and "Ç" differ). PostgreSQL parses it into jsonb, so orjson's faster text does.
+    Ask once per batch: the connection's vendor is a thread-local lookup."""
+    return _orjson_text if connection.vendor == "postgresql" else _json_text
+
+
+def _json_text(value) -> str:
     if not value and isinstance(value, dict):
         return "{}"  # most metadata
-    if connection.vendor == "postgresql":
-        try:
-            return orjson.dumps(value).decode()
-        except TypeError:  # an integer past 64 bits, which json writes and jsonb stores
-            pass
     return json.dumps(value)
+
+
+def _orjson_text(value) -> str:
+    if not value and isinstance(value, dict):
+        return "{}"
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer past 64 bits, which json writes and jsonb stores
+        return json.dumps(value)
 
 
 def allocate_ids(model: type[models.Model], n: int) -> list[int]:

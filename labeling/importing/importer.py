@@ -177,14 +177,15 @@ class _Writer:
     def _save_prompts(self, chunk: ParsedFile, prompt_ids: dict) -> None:
         """Insert the prompts not in prompt_ids (hash -> id), and add their ids to it."""
         new = [(digest, row) for digest, row in chunk.prompts.items() if digest not in prompt_ids]
+        json_text = bulk.json_encoder()
         ids = bulk.insert(
             Prompt,
             ("project", "conversation", "metadata", "external_id", "content_hash"),
             [
                 (
                     self.project.pk,
-                    bulk.json_text(row.conversation),
-                    bulk.json_text(row.metadata),
+                    json_text(row.conversation),
+                    json_text(row.metadata),
                     row.external_id,
                     digest,
                 )
@@ -202,10 +203,11 @@ class _Writer:
             prompt_id = prompt_ids[prompt_hash]
             if (prompt_id, digest) not in response_ids:
                 new.append((prompt_id, digest, row))
+        json_text = bulk.json_encoder()
         ids = bulk.insert(
             Response,
             ("prompt", "text", "source", "metadata", "content_hash"),
-            [(prompt_id, row.text, row.source, bulk.json_text(row.metadata), digest) for prompt_id, digest, row in new],
+            [(prompt_id, row.text, row.source, json_text(row.metadata), digest) for prompt_id, digest, row in new],
         )
         response_ids.update(zip(((prompt_id, digest) for prompt_id, digest, _ in new), ids, strict=True))
         self.responses += len(new)

@@ -6,9 +6,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from labeling.exporting import rater_pseudonym
-from labeling.models import Assignment, Comparison, Judgment, Project, Prompt, Response
+from labeling.importing.jobs import upload_dir
+from labeling.models import Assignment, Comparison, ImportJob, Judgment, Project, Prompt, Response
 from labeling.raters import set_excluded
 from tests.factories import AssignmentFactory, ComparisonFactory, JudgmentFactory, UserFactory
+from tests.labeling.import_worker import published, work_off
 
 MODELS = ["project", "prompt", "response", "comparison", "assignment", "judgment"]
 
@@ -95,7 +97,7 @@ def test_the_project_list_links_to_the_import_page_and_the_exports(staff_client,
 
 
 @pytest.mark.django_db
-def test_staff_can_import_a_good_file_into_a_new_project(staff_client):
+def test_staff_can_import_a_good_file_into_a_new_project(staff_client, import_broker):
     page = staff_client.get(reverse("admin:labeling_project_import"))
     assert page.status_code == 200
 
@@ -105,35 +107,45 @@ def test_staff_can_import_a_good_file_into_a_new_project(staff_client):
     )
 
     project = Project.objects.get(slug="uploaded")
+    job = ImportJob.objects.get()
     assert response.status_code == 302
-    assert response["Location"] == reverse("admin:labeling_project_change", args=[project.pk])
+    assert response["Location"] == reverse("admin:labeling_project_import_job", args=[job.pk])
+    assert (job.project, job.status, job.filename) == (project, ImportJob.Status.QUEUED, "pairs.jsonl")
     assert project.name == "Uploaded pairs"
+    assert published(import_broker) == [("labeling.tasks.run_import", [job.pk], "default")]
+    assert not Comparison.objects.exists()  # the worker imports, not the request
+
+    work_off(import_broker)
+
     assert Comparison.objects.filter(project=project, reference_label="a").count() == 3
     followed = staff_client.get(response["Location"]).content.decode()
     assert "3 comparisons created" in followed
 
 
 @pytest.mark.django_db
-def test_a_bad_upload_shows_the_line_and_writes_nothing(staff_client, project):
+def test_a_bad_upload_shows_the_line_and_writes_nothing(staff_client, project, import_broker):
     text = pairs_file(2) + '{"prompt": "Q", "response_a": "same", "response_b": "same"}\n'
 
     response = staff_client.post(
         reverse("admin:labeling_project_import"), {"file": upload(text), "project": "demo", "format": "pairs"}
     )
+    work_off(import_broker)
 
-    assert response.status_code == 200
-    assert "line 3: response_a and response_b are the same text. Nothing was imported." in response.content.decode()
+    page = staff_client.get(response["Location"]).content.decode()
+    assert "Line 3: response_a and response_b are the same text" in page
+    assert "Nothing was imported." in page
     assert (Prompt.objects.count(), Response.objects.count(), Comparison.objects.count()) == (0, 0, 0)
 
 
 @pytest.mark.django_db
-def test_an_upload_with_a_bad_slug_is_refused(staff_client):
+def test_an_upload_with_a_bad_slug_is_refused(staff_client, import_broker):
     response = staff_client.post(
         reverse("admin:labeling_project_import"), {"file": upload(pairs_file(1)), "project": "no spaces"}
     )
 
     assert response.status_code == 200
-    assert not Project.objects.exists()
+    assert not Project.objects.exists() and not ImportJob.objects.exists()
+    assert not any(upload_dir().glob("upload-*"))  # the stored upload went with the refused form
 
 
 @pytest.mark.django_db
@@ -387,14 +399,15 @@ def test_staff_who_may_not_change_comparisons_cannot_mark_gold(client, project, 
 
 
 @pytest.mark.django_db
-def test_the_import_page_can_turn_labels_into_gold(staff_client):
+def test_the_import_page_can_turn_labels_into_gold(staff_client, import_broker):
     text = pairs_file(2) + json.dumps({"prompt": "Q?", "response_a": "x", "response_b": "y", "label": "tie"}) + "\n"
 
     response = staff_client.post(
         reverse("admin:labeling_project_import"),
         {"file": upload(text), "project": "uploaded", "gold_from_labels": "on"},
-        follow=True,
     )
+    work_off(import_broker)
+    response = staff_client.get(response["Location"])
 
     assert set(Comparison.objects.values_list("reference_label", "is_gold", "gold_label")) == {
         ("a", True, "a"),
@@ -405,8 +418,9 @@ def test_the_import_page_can_turn_labels_into_gold(staff_client):
 
 
 @pytest.mark.django_db
-def test_the_import_page_leaves_labels_alone_unless_asked(staff_client):
+def test_the_import_page_leaves_labels_alone_unless_asked(staff_client, import_broker):
     staff_client.post(reverse("admin:labeling_project_import"), {"file": upload(pairs_file(2)), "project": "uploaded"})
+    work_off(import_broker)
 
     assert Comparison.objects.filter(reference_label="a").count() == 2
     assert not Comparison.objects.filter(is_gold=True).exists()
@@ -438,7 +452,7 @@ def test_the_export_download_says_which_weighting_it_used(
 
 
 @pytest.mark.django_db
-def test_an_upload_above_the_import_limit_gets_413_and_imports_nothing(staff_client, settings):
+def test_an_upload_above_the_import_limit_gets_413_and_imports_nothing(staff_client, settings, import_broker):
     settings.IMPORT_MAX_BYTES = 1024
     response = staff_client.post(
         reverse("admin:labeling_project_import"),
