@@ -82,3 +82,10 @@ bench-refresh: setup
 bench-rm: setup
 	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/python benchmarks/rm_training.py
+
+# 200 raters against `make serve` on PostgreSQL + Redis (db 7) with real workers, while the trainer,
+# Redis and a web process are killed; checks no judgment is lost or doubled (benchmarks/load_faults.py).
+.PHONY: bench-faults
+bench-faults: setup
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/python benchmarks/load_faults.py

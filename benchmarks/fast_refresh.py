@@ -64,6 +64,8 @@ def configure(args, work: Path) -> dict:
         VAR_DIR=str(work / "var"),
         MODEL_ROOT=str(work / "models"),
         ALLOWED_HOSTS="testserver,localhost",
+        # This process's main thread holds a connection for the whole run; the publisher thread needs its own.
+        DB_POOL_SIZE="4",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONUNBUFFERED="1",

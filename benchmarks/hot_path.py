@@ -426,7 +426,9 @@ def _step_explain(project: int) -> dict:
         return {"plan": ""}
     rater = get_user_model().objects.filter(labeling_projects=project).first() or get_user_model().objects.first()
     with transaction.atomic():
-        plan = candidates_for(rater=rater, project=Project.objects.get(pk=project), exclude=[]).explain(analyze=True)
+        plan = candidates_for(rater=rater, project=Project.objects.get(pk=project), exclude=[])[:1].explain(
+            analyze=True
+        )
     return {"plan": plan}
 
 

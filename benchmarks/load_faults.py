@@ -106,6 +106,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis-db", type=int, default=7)
     parser.add_argument("--web-workers", type=int, default=0, help="WEB_CONCURRENCY (0: the server's default)")
     parser.add_argument("--no-redis-restart", action="store_true", help="skip that fault (a shared Redis in use)")
+    parser.add_argument("--worker-nice", type=int, default=10, help="the workers' nice value (0: as the web's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the database and the scratch folder")
     return parser.parse_args()
@@ -709,7 +710,7 @@ def main() -> int:
     default = ["--queues", "default", "--concurrency", "1", "--beat", "--schedule", str(scratch / "celerybeat")]
 
     def start_gpu_worker(name: str) -> None:
-        procs.start(name, [*celery, *gpu, "--hostname", f"{name}@bench-faults"], nice=10, env=worker_env)
+        procs.start(name, [*celery, *gpu, "--hostname", f"{name}@bench-faults"], nice=args.worker_nice, env=worker_env)
 
     ok = False
     try:
@@ -725,7 +726,9 @@ def main() -> int:
         before = os.getloadavg()[0]
         procs.start("web", ["make", "--no-print-directory", "serve"])
         start_gpu_worker("gpu-1")
-        procs.start("default", [*celery, *default, "--hostname", "default@bench-faults"], nice=10, env=worker_env)
+        procs.start(
+            "default", [*celery, *default, "--hostname", "default@bench-faults"], nice=args.worker_nice, env=worker_env
+        )
         base = f"http://127.0.0.1:{args.port}"
         asyncio.run(wait_until_serving(base, tokens[0]))
         wait_until_ready(scratch / "gpu-1.log", scratch / "default.log")
@@ -754,7 +757,10 @@ def main() -> int:
         )
         ok = report(args, info, stats, faults, load, elapsed, checks, version, t0, fault_end_s)
         logged = {name: logged_errors(scratch / f"{name}.log") for name in procs.procs}
-        print("errors in the processes' logs: " + ", ".join(f"{name} {n}" for name, n in logged.items()))
+        print(
+            "error lines in the processes' logs (the faults' own included): "
+            + ", ".join(f"{name} {n}" for name, n in logged.items())
+        )
         print("versions and the loop row at the end:\n" + loop_state(project))
     finally:
         procs.stop_all()

@@ -36,8 +36,9 @@ REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}  # noqa: F40
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"}}
 if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # The production pool (settings.py), sized for the concurrency tests' threads (32 raters at once).
-    DATABASES["default"]["OPTIONS"]["pool"] = {**DATABASES["default"]["OPTIONS"]["pool"], "min_size": 1, "max_size": 40}
+    # The production pool (settings.py), sized for the concurrency tests' threads (32 raters at once),
+    # with a patient timeout: opening 33 connections on a busy machine can take seconds.
+    DATABASES["default"]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 40, "timeout": 60}
     # TEST_DB_SUFFIX lets several suites run at once on one server.
     DATABASES["default"]["TEST"] = {"NAME": "test_labeling" + os.environ.get("TEST_DB_SUFFIX", "")}
 else:

@@ -6,6 +6,7 @@ holds more connections than its pools allow (WEB_CONCURRENCY x DB_POOL_SIZE).
 """
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -74,13 +75,22 @@ def make_serve(tmp_path, **env):
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        _stop_group(process)
         log.close()
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to make and gunicorn's master and workers; wait until all are gone
+    (their database connections with them), SIGKILL after 30 s."""
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            os.killpg(process.pid, signal.SIGKILL if time.monotonic() > deadline else 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def _get(url: str, headers: dict | None = None):

@@ -45,8 +45,9 @@ def progress_url(job: ImportJob) -> str:
     return reverse("admin:labeling_project_import_progress", args=[job.pk])
 
 
-def post_upload(client, text: str, project: str = "demo", **fields):
-    return client.post(reverse("admin:labeling_project_import"), {"file": upload(text), "project": project, **fields})
+def post_upload(client, text: str, project: str = "demo", follow: bool = False, **fields):
+    data = {"file": upload(text), "project": project, **fields}
+    return client.post(reverse("admin:labeling_project_import"), data, follow=follow)
 
 
 def rows_of(slug: str) -> tuple[int, int, int]:
