@@ -289,6 +289,7 @@ class Stats:
     existing: dict = field(default_factory=dict)  # judgment id -> (rater, comparison), from a retry's 200
     conflicts: int = 0
     walkaways: int = 0
+    gave_up: Counter = field(default_factory=Counter)  # kind -> requests abandoned after RETRIES attempts
 
 
 async def request(session, stats: Stats, kind: str, method: str, url: str, headers: dict, body=None):
@@ -309,6 +310,7 @@ async def request(session, stats: Stats, kind: str, method: str, url: str, heade
                 return status, data
             stats.errors.append((done, kind, f"HTTP {status}"))
         await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * random.uniform(0.5, 1.5))
+    stats.gave_up[kind] += 1
     return None, None
 
 
@@ -528,8 +530,6 @@ def check_database(project, stats: Stats, faults: Faults) -> dict:
         .filter(n__gt=1)
         .count()
     )
-    per_client_pair = Counter(stats.created.values())
-    client_duplicates = sum(1 for n in per_client_pair.values() if n > 1)
     first = Count("judgments", filter=Q(judgments__repeat_of__isnull=True))
     counted = Comparison.objects.filter(project=project).annotate(n=first)
     miscounted = counted.exclude(judgments_count=F("n")).count()
@@ -540,7 +540,8 @@ def check_database(project, stats: Stats, faults: Faults) -> dict:
         "acked_200": len(stats.existing),
         "lost": len(lost),
         "wrong": len(wrong),
-        "duplicates": duplicates + client_duplicates,
+        # (A rater's answer to a repeat is a second judgment of the comparison, by design: repeat_of says so.)
+        "duplicates": duplicates,
         "over_judged": over_judged,
         "over_held": over_held,
         "worst_held": worst,
@@ -619,6 +620,10 @@ def report(args, env_info: str, stats, faults, load, elapsed, checks, version, t
         + (", ".join(f"{k} {w}: {n}" for (k, w), n in sorted(late.items())) or "none")
     )
     print(f"409 lease gone: {stats.conflicts} (walk-aways answered after their lease: {stats.walkaways})")
+    print(
+        f"requests given up after {RETRIES} attempts: "
+        + (", ".join(f"{k} {n}" for k, n in stats.gave_up.items()) or "none")
+    )
     print("faults:")
     for at, words in faults.events:
         print(f"  t={at:5.1f} s  {words}")

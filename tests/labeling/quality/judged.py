@@ -13,9 +13,10 @@ def grant(user, *codenames: str):
 
 
 def manager(project, username="maria", *, staff=False):
-    """A member of project who may see raters' quality and manage raters (not staff unless asked)."""
+    """One of project's managers who may see raters' quality and manage raters (not staff unless asked)."""
     user = UserFactory(username=username, is_staff=staff)
     project.raters.add(user)
+    project.managers.add(user)  # labeling.access: a manager's permissions count on the projects they manage
     return grant(user, "view_rater_quality", "manage_raters")
 
 
