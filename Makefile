@@ -75,6 +75,10 @@ lint: setup-test
 bench-import: setup
 	$(BIN)/python benchmarks/import_pairs.py
 
+# The rater loop under load against make serve, SQLite and PostgreSQL (~10 min).
+bench-hot-path: setup
+	$(BIN)/python benchmarks/hot_path.py --seconds 20 --keepalive
+
 bench-refresh: setup
 	$(BIN)/python benchmarks/refresh_pairs.py
 

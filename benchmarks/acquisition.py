@@ -4,8 +4,9 @@ For each strategy and seed, one project is imported (labeling.importing.import_p
 with one simulated rater (overlap 1, no gold, no repeats). The rater asks for work with
 labeling.assignment.next_comparison_for, answers with labeling.judgments.record_judgment, and after every batch
 the loop's steps run as in rewardmodel.pipeline: build_dataset (the 80/20 held-out split by comparison hash
-included), train, score every response into ResponseReward, activate_if_not_worse, refresh_pairs with the
-project's strategy. After each batch the active version is scored on test pairs that were never imported.
+included), train, score every response into ResponseReward, activate, refresh_pairs with the project's
+strategy. Cheap mode activates every version unless --gate; full mode runs pipeline.run_retrain, its gate
+included. After each batch the active version is scored on test pairs that were never imported.
 
 Tasks
 - hh: raters answer with the pair's HH reference label; accuracy = agreement with HH's chosen response.
@@ -189,14 +190,15 @@ def oracle_truth(pairs: list[Pair], *, mode: str, config, embeddings, temperatur
 class CheapLearner:
     """Reward heads on frozen embeddings, through the pipeline's data, versions, rewards and activation."""
 
-    def __init__(self, embeddings: dict[str, np.ndarray]):
+    def __init__(self, embeddings: dict[str, np.ndarray], *, gate: bool = False):
         self.embeddings = embeddings
+        self.gate = gate
         self.heads = {}  # version pk -> Heads
 
     def retrain(self, project, *, seed: int):
         from labeling.models import Response
         from rewardmodel import pipeline
-        from rewardmodel.activation import activate_if_not_worse
+        from rewardmodel.activation import activate, activate_if_not_worse
         from rewardmodel.core.head import fit_heads, score_heads
         from rewardmodel.dataset import build_dataset
         from rewardmodel.models import ResponseReward, RewardModelVersion
@@ -253,7 +255,11 @@ class CheapLearner:
             ],
             batch_size=2000,
         )
-        activated = activate_if_not_worse(version)
+        if self.gate:
+            activated = activate_if_not_worse(version)
+        else:
+            activate(version)
+            activated = True
         features = self.features(rows, vectors, heads.l2)
         return version if activated else None, features
 
@@ -303,6 +309,11 @@ class FullLearner:
                 shutil.rmtree(old.artifact_path, ignore_errors=True)
         # run_retrain refreshed the queue itself (pipeline.refresh_queue) when it activated the version.
         return "refreshed"
+
+    def cleanup(self, project) -> None:
+        from django.conf import settings
+
+        shutil.rmtree(Path(settings.MODEL_ROOT) / project.slug, ignore_errors=True)
 
     def margins(self, version, test: list[Pair]) -> np.ndarray:
         from rewardmodel.core.checkpoint import load_checkpoint
@@ -410,6 +421,8 @@ def simulate(
                 break  # the pool ran out
     finally:
         if not keep:
+            if hasattr(learner, "cleanup"):
+                learner.cleanup(project)
             Project.objects.filter(pk=project.pk).delete()
             rater.delete()
     return curve
@@ -569,7 +582,7 @@ def run(args) -> dict:
             f"probability {np.mean(noise):.3f} on average over the pool"
         )
     if args.mode == "cheap":
-        learner = CheapLearner(embeddings)
+        learner = CheapLearner(embeddings, gate=args.gate)
     else:
         learner = FullLearner(
             {"backbone": config.backbone, "max_length": args.max_length, "epochs": args.epochs, "device": "cpu"}
@@ -638,11 +651,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=lambda s: [int(x) for x in s.split(",")], default=[100, 200, 400, 800, 1600])
     p.add_argument("--batch", type=int, default=50, help="judgments between two retrains (the loop's retrain_every)")
     p.add_argument("--test-pairs", type=int, default=250, help="pairs held out of the pool for accuracy")
-    p.add_argument("--temperature", type=float, default=1.0, help="oracle task: the raters' BT temperature")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.5,
+        help="oracle task: the raters' BT temperature (0.5: raters disagree with the oracle on ~28%% of the pool)",
+    )
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--backbone", default="", help="default: TrainConfig's (all-MiniLM-L6-v2 from its wheel)")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--epochs", type=int, default=1, help="full mode: epochs per retrain")
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="cheap mode: activate a version only if not worse on the project's held-out judgments, as the loop "
+        "does (activate_if_not_worse); off by default: on the few held-out judgments of the first batches the "
+        "gate is noise, and it kept a first version serving for the whole run in a probe",
+    )
     p.add_argument("--cache-dir", default=str(var_dir / "benchmarks" / "acquisition"))
     p.add_argument("--results-dir", default=str(var_dir / "benchmarks" / "acquisition"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "acquisition.svg"))

@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="batches timed per path")
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--training", default="", help="REWARD_MODEL_TRAINING JSON (default: the project's own)")
+    parser.add_argument("--paths", default="refit,retrain,both", help="which of refit,retrain,both to time")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs (the path is printed)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fast-refresh-"))
@@ -193,8 +195,9 @@ def main() -> None:
     def active():
         return RewardModelVersion.objects.filter(project=project, status="active").first()
 
-    def refitted_after(judgment_id):
-        version = active()
+    def refitted_after(judgment_id, version_pk=None):
+        """Has a refit that read this judgment finished re-ranking (on the given version, else the active one)?"""
+        version = RewardModelVersion.objects.filter(pk=version_pk).first() if version_pk else active()
         record = version.head_refit if version else {}
         return "seconds" in record and (record.get("last_judgment_id") or 0) >= judgment_id
 
@@ -213,7 +216,7 @@ def main() -> None:
 
         refit_times, refit_inside = [], []
         settings(retrain_every=0, refit_every=args.n)
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if "refit" in args.paths else 0):
             before = queue_state()
             judgment_id = judge(args.n)
             clock = time.monotonic()
@@ -225,7 +228,7 @@ def main() -> None:
 
         retrain_times, retrain_steps = [], []
         settings(retrain_every=args.n, refit_every=0)
-        for _ in range(args.rounds):
+        for _ in range(args.rounds if "retrain" in args.paths else 0):
             number = RewardModelVersion.objects.filter(project=project).count() + 1
             judge(args.n)
             clock = time.monotonic()
@@ -234,34 +237,43 @@ def main() -> None:
             version = RewardModelVersion.objects.get(project=project, version=number)
             retrain_steps.append((version.status, version.durations))
 
-        settings(retrain_every=args.n, refit_every=args.n)
-        number = RewardModelVersion.objects.filter(project=project).count() + 1
-        judgment_id = judge(args.n)
-        clock = time.monotonic()
-        wait(lambda: refitted_after(judgment_id) or version_finished(number), 600, "a refit", gpu, light)
-        both_refit = time.monotonic() - clock if refitted_after(judgment_id) else None
-        wait(lambda: version_finished(number), 600, f"version {number}", gpu, light, poll=0.1)
-        both_retrain = time.monotonic() - clock
+        both_refit = both_retrain = None
+        if "both" in args.paths:
+            settings(retrain_every=args.n, refit_every=args.n)
+            number = RewardModelVersion.objects.filter(project=project).count() + 1
+            serving = active().pk
+            judgment_id = judge(args.n)
+            clock = time.monotonic()
+            wait(lambda: refitted_after(judgment_id, serving), 600, "a refit", gpu, light)
+            both_refit = time.monotonic() - clock
+            wait(lambda: version_finished(number), 600, f"version {number}", gpu, light, poll=0.1)
+            both_retrain = time.monotonic() - clock
     finally:
         light.stop()
         gpu.stop()
 
     def figures(values):
+        if not values:
+            return "not run"
         return f"median {statistics.median(values):5.2f} s  (min {min(values):.2f}, max {max(values):.2f})"
 
     print(f"\nN = {args.n} judgments per batch, {args.rounds} batches per path, demo project")
     print("| path | N-th judgment's 201 -> priorities rewritten |\n|---|---|")
     print(f"| head refit (queue default)  | {figures(refit_times)} |")
     print(f"| full retrain (queue gpu)    | {figures(retrain_times)} |")
-    both = "not first" if both_refit is None else f"{both_refit:.2f} s"
-    print(f"| both on one judgment        | refit {both}, retrain {both_retrain:.2f} s |")
-    print("\ninside the refit task (seconds per step, last round):", json.dumps(refit_inside[-1].get("durations")))
-    print(
-        "refit records:",
-        json.dumps([{k: r.get(k) for k in ("seconds", "train_pairs", "held_out")} for r in refit_inside]),
-    )
-    print("retrain steps (last round):", retrain_steps[-1][0], json.dumps(retrain_steps[-1][1]))
-    shutil.rmtree(work, ignore_errors=True)
+    if both_refit is not None:
+        print(f"| both on one judgment        | refit {both_refit:.2f} s, retrain {both_retrain:.2f} s |")
+    print(f"(each time: {', '.join(f'{t:.2f}' for t in refit_times + retrain_times)} s)")
+    if refit_inside:
+        print("\ninside the refit task (seconds per step, last round):", json.dumps(refit_inside[-1].get("durations")))
+        fields = ("seconds", "train_pairs", "held_out")
+        print("refit records:", json.dumps([{k: r.get(k) for k in fields} for r in refit_inside]))
+    if retrain_steps:
+        print("retrain steps (last round):", retrain_steps[-1][0], json.dumps(retrain_steps[-1][1]))
+    if args.keep_logs:
+        print(f"worker logs: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

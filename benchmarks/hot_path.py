@@ -156,7 +156,7 @@ class LabelStudio(Target):
         self.project_id, self.from_name, self.to_name = project_id, from_name, to_name
 
     def next_path(self):
-        return f"/api/projects/{self.project_id}/next"
+        return f"/api/projects/{self.project_id}/next/"
 
     def parse_next(self, body):
         return json.loads(body)["id"]
@@ -522,6 +522,9 @@ def bench_database(db: str, args, rows: list[Row], plans: dict) -> None:
         )
         size = max(2000, 400 * int(args.seconds))
         grid = django_step(env, "project", slug=f"grid-{db}", comparisons=size, hh=True)
+        # Each worker imports the URLconf (and what it pulls in) on its first request: not measured.
+        warm = django_step(env, "raters", project=grid["project"], count=16, prefix="warm-")["tokens"]
+        run_load(Ours(grid["project"]), "127.0.0.1", server.port, warm, min(5.0, args.seconds), False)
         settings = [(n, ka) for n in args.raters for ka in ((False, True) if args.keepalive else (False,))]
         for n, keepalive in settings:
             prefix = f"r{n}{'k' if keepalive else ''}-"
@@ -553,8 +556,45 @@ def bench_database(db: str, args, rows: list[Row], plans: dict) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+LABEL_STUDIO_CONFIG = """<View>
+  <Text name="prompt" value="$prompt"/>
+  <Text name="left" value="$left"/>
+  <Text name="right" value="$right"/>
+  <Pairwise name="comparison" toName="left,right"/>
+</View>"""
+
+
+def label_studio_setup(url: str, token: str, tasks: int) -> int:
+    """A pairwise project (one annotation per task, as our overlap 1) with `tasks` HH pairs; its id."""
+    import urllib.request
+
+    def call(path, payload):
+        request = urllib.request.Request(
+            url.rstrip("/") + path,
+            data=json.dumps(payload).encode(),
+            headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.loads(response.read())
+
+    project = call(
+        "/api/projects/",
+        {"title": f"hot-path-{secrets.token_hex(3)}", "label_config": LABEL_STUDIO_CONFIG, "maximum_annotations": 1},
+    )
+    texts = _reply_texts() if HH_PAIRS.exists() else ["A reply."]
+    data = [
+        {"prompt": f"Question {n}", "left": random.choice(texts), "right": random.choice(texts)} for n in range(tasks)
+    ]
+    call(f"/api/projects/{project['id']}/import", data)
+    return project["id"]
+
+
 def bench_label_studio(args, rows: list[Row]) -> None:
     url = urlsplit(args.label_studio)
+    if args.label_studio_project is None:
+        tasks = int(max(args.raters) * args.seconds * 5 + 2000)
+        args.label_studio_project = label_studio_setup(args.label_studio, args.label_studio_token, tasks)
+        print(f"Label Studio: project {args.label_studio_project} with {tasks} pairwise tasks", flush=True)
     target = LabelStudio(args.label_studio_project, args.label_studio_from_name, args.label_studio_to_name)
     for n in args.raters:
         for keepalive in (False, True) if args.keepalive else (False,):
@@ -583,9 +623,9 @@ def main() -> None:
     parser.add_argument("--postgres", help=f"server for the scratch database (default {DEFAULT_PG})")
     parser.add_argument("--label-studio", help="URL of a running Label Studio")
     parser.add_argument("--label-studio-token")
-    parser.add_argument("--label-studio-project", type=int)
+    parser.add_argument("--label-studio-project", type=int, help="default: make a pairwise project")
     parser.add_argument("--label-studio-from-name", default="comparison")
-    parser.add_argument("--label-studio-to-name", default="pairwise")
+    parser.add_argument("--label-studio-to-name", default="left,right")
     args = parser.parse_args()
     rows: list[Row] = []
     plans: dict[int, str] = {}

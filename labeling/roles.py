@@ -8,12 +8,14 @@
 - Admins: every permission, labeling.manage_every_project included, which makes each count on every
   project. Superusers hold every permission anyway.
 
-The groups are made by a data migration (labeling 0007) and topped up after every migrate (a post_migrate
-receiver, connected in LabelingConfig.ready): a flush (the test runner's, or manage.py flush) leaves no
-group behind, and a later migration's new permissions reach the Admins group. Topping up only adds:
-permissions an operator took away from the managers stay away until they put them back.
+The groups are made by a data migration (labeling 0007) and made again after every migrate where missing
+(a post_migrate receiver, connected in LabelingConfig.ready), as a flush (the test runner's, or manage.py
+flush) leaves no group behind. A group gets its permissions when it is created; after that only the Admins
+group is topped up (every permission, a later migration's new ones included): permissions an operator took
+away from the managers stay away, and a new manager permission needs a migration that adds it.
 """
 
+from django.apps import apps as django_apps
 from django.contrib.auth.models import Group, Permission
 
 RATERS = "Raters"
@@ -53,13 +55,14 @@ MANAGER_PERMISSIONS = (
 
 
 def sync_role_groups(*, group_model, permission_model, using: str = "default") -> None:
-    """Create the three groups where missing and add to each the permissions it lacks, among those that
-    exist. Takes the models so that a migration can pass its historical ones."""
+    """Create the three groups where missing, the managers' with their permissions (among those that
+    exist), and give the Admins group every permission it lacks. Takes the models so that a migration can
+    pass its historical ones."""
     groups = group_model.objects.using(using)
     permissions = permission_model.objects.using(using)
     groups.get_or_create(name=RATERS)
-    managers, _ = groups.get_or_create(name=MANAGERS)
-    wanted = set(MANAGER_PERMISSIONS)
+    managers, created = groups.get_or_create(name=MANAGERS)
+    wanted = set(MANAGER_PERMISSIONS) if created else set()
     managers.permissions.add(
         *[
             permission
@@ -72,5 +75,8 @@ def sync_role_groups(*, group_model, permission_model, using: str = "default") -
 
 
 def sync_after_migrate(sender, using="default", **kwargs) -> None:
-    """post_migrate receiver (sent once per app: the last call sees every app's permissions)."""
-    sync_role_groups(group_model=Group, permission_model=Permission, using=using)
+    """post_migrate receiver. Django sends post_migrate once per app, in INSTALLED_APPS order, each time
+    after creating that app's permissions: only the last app's call sees them all."""
+    last = [config for config in django_apps.get_app_configs() if config.models_module is not None][-1]
+    if sender.label == last.label:
+        sync_role_groups(group_model=Group, permission_model=Permission, using=using)

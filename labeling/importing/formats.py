@@ -54,8 +54,10 @@ every pair in memory anyway (parse_labeled_pairs).
 Lines are decoded with orjson (several times faster than the json module on
 these texts); a line orjson refuses is decoded again with the json module,
 whose reading (and error messages) the format is defined by: orjson refuses
-some lines json accepts (integers past 64 bits, lone surrogates in escapes,
-which the checks then name), and never accepts one json refuses.
+some lines json accepts (lone surrogates in escapes, which the checks then
+name; 1e400), and never accepts one json refuses. One reading differs: orjson
+reads an integer past 64 bits as a float, so a line whose id or metadata holds
+a float that large is read again with the json module (values.ReadExactly).
 """
 
 import hashlib
@@ -67,7 +69,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from . import pairing, values
-from .values import Malformed
+from .values import Malformed, ReadExactly
 
 FORMATS = ("hh", "pairs", "responses")
 LABELS = ("a", "b", "tie")
@@ -196,11 +198,14 @@ class Parser:
         comes first (None: no limit; both None: one chunk of everything). Raises ImportFileError for
         the first malformed line, before handing over its chunk."""
         parsed, chunk_start = ParsedFile(gold_lines=self._gold_lines), self.bytes_read
-        for number, obj in self._records(lines):
+        for number, obj, raw in self._records(lines):
             self.lines += 1
             parsed.lines += 1
             try:
-                self._parse_line(obj, parsed, number)
+                try:
+                    self._parse_line(obj, parsed, number)
+                except ReadExactly:  # raised before the line has added anything
+                    self._parse_line(_decode_strictly(raw, number), parsed, number)
             except Malformed as error:
                 raise ImportFileError(number, str(error)) from None
             except _Skip as skip:
@@ -234,7 +239,7 @@ class Parser:
         else:
             _parse_responses(obj, parsed, number, self.pairs_per_prompt)
 
-    def _records(self, lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict]]:
+    def _records(self, lines: Iterable[str | bytes]) -> Iterator[tuple[int, dict, str | bytes]]:
         for number, raw in enumerate(lines, start=1):
             self.bytes_read += len(raw)
             if number == 1:
@@ -248,7 +253,7 @@ class Parser:
                     continue
             if not isinstance(obj, dict):
                 raise ImportFileError(number, f"expected a JSON object, got {values.json_type(obj)}")
-            yield number, obj
+            yield number, obj, raw
 
 
 def parse(lines: Iterable[str | bytes], *, format: str | None, pairs_per_prompt: int) -> ParsedFile:

@@ -16,6 +16,14 @@ class Malformed(Exception):
     """A value of the line is wrong; str() says which and how."""
 
 
+class ReadExactly(Exception):
+    """The line holds a number orjson reads as a float where the json module, which defines the format,
+    reads an integer (past 64 bits): read the line again with the json module."""
+
+
+_INT64 = 2**63  # orjson reads integers beyond 64 bits as floats; every such float is at least this large
+
+
 def conversation(value) -> list[dict]:
     """A prompt: a string (one user turn) or a list of turns ending with a user turn."""
     if isinstance(value, str):
@@ -76,6 +84,7 @@ def external_id(value) -> str:
     """A line's "id" (Prompt.external_id): a string or an integer; absent is ""."""
     if value is None:
         return ""
+    _check_number(value)
     if isinstance(value, bool) or not isinstance(value, str | int) or len(str(value)) > _MAX_EXTERNAL_ID:
         raise Malformed(f"'id' must be a string or integer of at most {_MAX_EXTERNAL_ID} characters")
     check_text(str(value), "'id'")
@@ -111,6 +120,13 @@ def _check_json(value, where: str) -> None:
     elif isinstance(value, list):
         for item in value:
             _check_json(item, where)
-    elif isinstance(value, float) and not math.isfinite(value):
-        # json reads 1e400 as infinity, which no JSON column stores.
-        raise Malformed(f"{where} holds a number too large to store ({value})")
+    elif isinstance(value, float):
+        _check_number(value)
+        if not math.isfinite(value):
+            # json reads 1e400 as infinity, which no JSON column stores.
+            raise Malformed(f"{where} holds a number too large to store ({value})")
+
+
+def _check_number(value) -> None:
+    if isinstance(value, float) and abs(value) >= _INT64 and value.is_integer():
+        raise ReadExactly

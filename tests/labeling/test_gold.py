@@ -1,6 +1,6 @@
-"""Gold answers set by people: the domain functions (labeling/comparisons.py) and the staff API
-(PUT / DELETE /api/comparisons/{id}/gold/, for the project's managers). Gold from imports is in test_importing.py, from the
-admin in test_admin.py."""
+"""Gold answers set by people: the domain functions (labeling/comparisons.py) and the managers' API
+(PUT / DELETE /api/comparisons/{id}/gold/). Gold from imports is in test_importing.py, from the admin in
+test_admin.py."""
 
 import pytest
 from django.contrib.auth.models import Permission

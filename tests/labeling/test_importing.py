@@ -8,7 +8,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db.models import Q
 
-from labeling.importing import ImportFileError, LabeledPair, import_pairs, parse_labeled_pairs, spread_pairs
+from labeling.importing import ImportFileError, LabeledPair, import_pairs, importer, parse_labeled_pairs, spread_pairs
+from labeling.importing.formats import canonical_conversation
 from labeling.models import Comparison, Project, Prompt, Response
 from tests.factories import ComparisonFactory, sha256_json
 
@@ -775,3 +776,130 @@ def test_the_command_fails_with_the_line_and_writes_nothing(tmp_path):
 def test_the_command_fails_cleanly_on_a_missing_file(tmp_path):
     with pytest.raises(CommandError, match="Cannot read"):
         call_command("import_pairs", str(tmp_path / "nope.jsonl"), "--project", "cli")
+
+
+# --- reading in chunks ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[None, 1, 2], ids=["one-chunk", "chunks-of-1", "chunks-of-2"])
+def chunked(request, monkeypatch):
+    """The same import read as one chunk, and as chunks of one and two lines: a file means the same whatever
+    the chunk size (the default, 4,000 lines, is one chunk for these files)."""
+    if request.param:
+        monkeypatch.setattr(importer, "CHUNK_LINES", request.param)
+
+
+@pytest.mark.django_db
+def test_a_pair_repeated_in_a_later_chunk_is_one_comparison_and_a_duplicate_line(project, chunked):
+    swapped = {"prompt": "Question 1?", "response_a": "Answer 1 B.", "response_b": "Answer 1 A."}
+    lines = jsonl(pair(1, label="a"), pair(2), swapped, pair(1), pair(3))
+
+    result = import_pairs(project_slug="demo", lines=lines)
+
+    assert (result.prompts_created, result.responses_created, result.comparisons_created) == (3, 6, 3)
+    assert result.duplicates == 2
+    assert (
+        Comparison.objects.get(prompt__conversation=[{"role": "user", "content": "Question 1?"}]).reference_label == "a"
+    )
+
+
+@pytest.mark.django_db
+def test_gold_from_labels_takes_the_first_label_and_a_later_gold_line_overrules_it(project, chunked):
+    swapped = {"prompt": "Question 1?", "response_a": "Answer 1 B.", "response_b": "Answer 1 A."}
+    lines = jsonl(
+        pair(1, label="a"),  # made gold "a" from its label...
+        pair(2, label="tie"),  # a tie: counted, left ordinary...
+        swapped | {"gold": True, "label": "a"},  # ...until this gold line says B (in the stored order)
+        pair(2, label="a"),  # not the first label of pair 2: changes nothing
+        {"prompt": "Question 2?", "response_a": "Answer 2 A.", "response_b": "Answer 2 B.", "gold": True, "label": "b"},
+    )
+
+    result = import_pairs(project_slug="demo", lines=lines, gold_from_labels=True)
+
+    assert gold_of("Answer 1 A.") == (True, "b", "a")
+    assert gold_of("Answer 2 A.") == (True, "b", "tie")
+    assert (result.gold_marked, result.gold_ties, result.duplicates) == (2, 0, 1)
+
+
+@pytest.mark.django_db
+def test_gold_lines_in_different_chunks_must_agree_and_the_first_bad_line_is_named(project, chunked):
+    lines = jsonl(pair(1, gold=True, label="a"), pair(2), pair(1, gold=True, label="b"), {"prompt": "Q"})
+
+    with pytest.raises(ImportFileError) as error:
+        import_pairs(project_slug="demo", lines=lines)
+
+    assert str(error.value) == "line 3: line 1 makes this pair gold with the other answer"
+    assert counts() == (1, 0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_a_bad_line_after_written_chunks_leaves_nothing_behind(chunked):
+    lines = jsonl(*(pair(n) for n in range(5))) + ['{"prompt": "Q", "response_a": "x"}\n']
+
+    with pytest.raises(ImportFileError, match="^line 6: missing field 'response_b'"):
+        import_pairs(project_slug="fresh", lines=lines)
+
+    assert counts() == (0, 0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_a_stored_comparison_is_made_gold_from_a_later_chunk(project, chunked):
+    import_pairs(project_slug="demo", lines=jsonl(pair(1), pair(2)))
+
+    result = import_pairs(project_slug="demo", lines=jsonl(pair(3), pair(2, gold=True, label="b"), pair(1, label="a")))
+
+    assert gold_of("Answer 2 A.")[:2] == (True, "b") and gold_of("Answer 1 A.")[:2] == (False, "")
+    assert (result.comparisons_created, result.gold_marked, result.duplicates) == (1, 1, 1)
+
+
+@pytest.mark.django_db
+def test_progress_is_reported_after_each_chunk_up_to_the_whole_file(project, monkeypatch):
+    monkeypatch.setattr(importer, "CHUNK_LINES", 4)
+    lines = [line.encode() for line in jsonl(*(pair(n) for n in range(10)))] + [b"\n"]
+    seen = []
+
+    import_pairs(project_slug="demo", lines=lines, progress=lambda read, size: seen.append((read, size)))
+
+    assert [read for read, _ in seen] == [4, 8, 10]
+    assert [size for _, size in seen] == [sum(map(len, lines[:4])), sum(map(len, lines[:8])), sum(map(len, lines))]
+
+
+@pytest.mark.django_db
+def test_a_number_too_large_to_store_is_malformed(project):
+    line = '{"prompt": "Q", "response_a": "x", "response_b": "y", "metadata": {"score": 1e400}}'
+
+    with pytest.raises(ImportFileError, match=r"^line 1: 'metadata' holds a number too large to store"):
+        import_pairs(project_slug="demo", lines=[line])
+
+
+@pytest.mark.django_db
+def test_lines_orjson_refuses_are_read_as_the_json_module_reads_them(project):
+    big = 2**70
+    lines = [
+        json.dumps(pair(1, id=big, metadata={"n": big})),  # integers past 64 bits
+        '{"prompt": "Q", "response_a": "x", "response_b": "y", "lable": "a"}',
+    ]
+
+    with pytest.raises(ImportFileError, match="^line 2: unknown field 'lable'"):
+        import_pairs(project_slug="demo", lines=lines)
+    result = import_pairs(project_slug="demo", lines=lines[:1])
+
+    prompt = Prompt.objects.get()
+    assert result.comparisons_created == 1 and (prompt.external_id, prompt.metadata) == (str(big), {"n": big})
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "plain",
+        'quotes " and \\ backslashes',
+        "new\nlines\tand\rreturns",
+        "\x01\x1f\x7f control",
+        "Ça, 漢字, 🙂",
+        "\u2028",
+    ],
+)
+def test_the_canonical_conversation_text_is_json_dumps_sorted(content):
+    conversation = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": content}]
+
+    assert canonical_conversation(conversation) == json.dumps(conversation, sort_keys=True, ensure_ascii=False)

@@ -59,7 +59,16 @@ def test_the_three_groups_exist_with_their_permissions():
     assert Group.objects.get(name=roles.ADMINS).permissions.filter(codename="manage_every_project").exists()
 
 
-def test_a_flush_and_migrate_bring_the_groups_back_and_keep_what_an_operator_removed():
+def test_a_flush_leaves_the_groups_as_a_fresh_database_has_them():
+    call_command("flush", interactive=False, verbosity=0)  # inside the test's transaction: rolled back
+
+    managers = Group.objects.get(name=roles.MANAGERS)
+    held = {(p.content_type.app_label, p.codename) for p in managers.permissions.select_related("content_type")}
+    assert held == set(roles.MANAGER_PERMISSIONS)
+    assert Group.objects.filter(name=roles.RATERS).exists()
+
+
+def test_a_migrate_brings_a_deleted_group_back_and_keeps_what_an_operator_removed():
     managers = Group.objects.get(name=roles.MANAGERS)
     managers.permissions.remove(Permission.objects.get(codename="change_projectloop"))
     Group.objects.filter(name=roles.RATERS).delete()

@@ -117,3 +117,21 @@ def test_its_raters_answer_through_assignment_and_the_loop_retrains_after_each_b
     assert versions.count() == 3 and versions.filter(status="active").count() == 1
     open_reasons = set(project.comparisons.filter(status="open").values_list("selected_by", flat=True))
     assert open_reasons <= {"uncertainty", "exploration"} and "uncertainty" in open_reasons
+
+
+@pytest.mark.django_db
+def test_its_full_mode_fine_tunes_through_the_pipeline_after_each_batch(
+    bench, tmp_path, hh_file, tiny_backbone_dir, tiny_training
+):
+    args = args_for(
+        bench, tmp_path, hh_file, tiny_backbone_dir, "--task", "hh", "--mode", "full", "--strategies", "random",
+        "--seeds", "1", "--budgets", "10,20",
+    )  # fmt: skip
+
+    summary = bench.run(args)
+
+    data = json.loads((tmp_path / "results" / "curves-hh-full.json").read_text())
+    assert [n for n, _ in data["results"]["random"][0]] == [10, 20]
+    assert sorted(summary["table"]["random"]) == [10, 20]
+    # run_retrain saved a checkpoint per version (it read them back to score the test pairs); none is left.
+    assert data["results"]["random"][0][1][1] and not list(tiny_training.MODEL_ROOT.glob("bench-acq-*/*"))
