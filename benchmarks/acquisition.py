@@ -375,6 +375,8 @@ def simulate(
         acquisition=strategy,
         retrain_every=0,  # the benchmark retrains after each batch itself, without a broker
         pair_budget=0,  # HH prompts have two responses: every candidate pair is imported already
+        # The between-retrain head refit (when this tree has it) would only re-rank between our own retrains.
+        **({"refit_every": 0} if any(f.name == "refit_every" for f in LoopSettings._meta.fields) else {}),
         **({} if exploration_share is None else {"exploration_share": exploration_share}),
     )
     rater = get_user_model().objects.create_user(username=f"rater-{slug}"[:150])
@@ -589,11 +591,11 @@ def run(args) -> dict:
         )
     print(f"{len(pairs)} pairs: pool {len(pool)}, test {len(test)}; {extra}", flush=True)
 
-    results: dict[str, list] = {}
-    for spec in args.strategies:
-        name, share = parse_strategy(spec)
-        results[spec] = []
-        for seed in range(args.seeds):
+    results: dict[str, list] = {spec: [] for spec in args.strategies}
+    specs = [(spec, *parse_strategy(spec)) for spec in args.strategies]
+    # Seeds outer: after each seed every strategy has a curve, and the results so far are written.
+    for seed in range(args.seeds):
+        for spec, name, share in specs:
             started = time.perf_counter()
             curve = simulate(
                 pool=pool,
@@ -613,8 +615,13 @@ def run(args) -> dict:
                 f" ({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
+        summary = report(args, results, budgets, seed + 1, len(test), extra)
+    return summary
+
+
+def report(args, results, budgets, seeds, n_test, extra) -> dict:
     summary = summarise(results, budgets)
-    print_report(args.task, summary, budgets, args.seeds, len(test), extra)
+    print_report(args.task, summary, budgets, seeds, n_test, extra)
     if args.results_dir:
         results_dir = Path(args.results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -623,9 +630,9 @@ def run(args) -> dict:
                 {
                     "task": args.task,
                     "mode": args.mode,
-                    "seeds": args.seeds,
+                    "seeds": seeds,
                     "budgets": budgets,
-                    "n_test": len(test),
+                    "n_test": n_test,
                     "batch": args.batch,
                     "note": extra,
                     "results": results,

@@ -627,6 +627,8 @@ def main() -> None:
     parser.add_argument("--label-studio-from-name", default="comparison")
     parser.add_argument("--label-studio-to-name", default="left,right")
     args = parser.parse_args()
+    # A timeout's SIGTERM still stops the server and drops the scratch database (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows: list[Row] = []
     plans: dict[int, str] = {}
     started = time.monotonic()

@@ -220,7 +220,7 @@ def doptimal_scores(diff, p, information, *, batch: int, shortlist: int | None =
         return scores
     d, c = diff[ok], p[ok] * (1.0 - p[ok])
     inverse = np.linalg.inv(np.asarray(information, dtype=float))
-    q = np.einsum("ij,jk,ik->i", d, inverse, d)
+    q = ((d @ inverse) * d).sum(axis=1)  # dᵀM⁻¹d per pair, as one matrix product
     gains = np.log1p(c * q)
     scores[ok] = gains
     batch = min(batch, len(ok))
@@ -545,10 +545,7 @@ def _score_doptimal(
 
     # The judged pairs (complete or retired comparisons) are what M already knows.
     _, pair_a, pair_b, is_open = comparisons
-    index = {int(i): k for k, i in enumerate(responses.ids.tolist())}
-    sentinel = len(responses.ids)
-    judged_a = np.array([index.get(int(i), sentinel) for i in pair_a[~is_open]], dtype=np.int64)
-    judged_b = np.array([index.get(int(i), sentinel) for i in pair_b[~is_open]], dtype=np.int64)
+    judged_a, judged_b = _index_of(responses.ids, pair_a[~is_open]), _index_of(responses.ids, pair_b[~is_open])
     information = fisher_information(
         vectors[judged_a] - vectors[judged_b],
         _sigmoid(rewards[judged_a] - rewards[judged_b]),
@@ -558,6 +555,14 @@ def _score_doptimal(
     return Strategy.DOPTIMAL, doptimal_scores(
         vectors[candidates.a] - vectors[candidates.b], p, information, batch=batch
     )
+
+
+def _index_of(ids: np.ndarray, response_ids: np.ndarray) -> np.ndarray:
+    """Index of each response id in the sorted ids; len(ids) (the NaN sentinel row) where it is not there."""
+    if not len(ids):
+        return np.zeros(len(response_ids), dtype=np.int64)
+    at = np.minimum(np.searchsorted(ids, response_ids), len(ids) - 1)
+    return np.where(ids[at] == response_ids, at, len(ids))
 
 
 def _new_comparisons(*, project, responses: _Responses, a, b, priorities, reasons, rng) -> list[Comparison]:

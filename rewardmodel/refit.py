@@ -122,8 +122,14 @@ def _refit(version: RewardModelVersion) -> RefitOutcome:
 
     config = TrainConfig.from_dict(version.config)
     dataset = build_dataset(project=version.project)
-    train = _pairs(cache, dataset.train_comparison_ids, dataset.train)
-    held_out = _pairs(cache, dataset.held_out_comparison_ids, dataset.held_out)
+    sides = {
+        pk: (a, b)
+        for pk, a, b in Comparison.objects.filter(project=version.project_id).values_list(
+            "pk", "response_a_id", "response_b_id"
+        )
+    }
+    train = _pairs(cache, sides, dataset.train_comparison_ids, dataset.train)
+    held_out = _pairs(cache, sides, dataset.held_out_comparison_ids, dataset.held_out)
     lap("read_data")
     if len(train.target) < MIN_PAIRS:
         return RefitOutcome(RefitStatus.SKIPPED, f"only {len(train.target)} judged pairs with cached embeddings")
@@ -193,14 +199,8 @@ class _Pairs:
     weight: np.ndarray
 
 
-def _pairs(cache, comparison_ids: list[int], examples) -> _Pairs:
+def _pairs(cache, sides: dict[int, tuple[int, int]], comparison_ids: list[int], examples) -> _Pairs:
     """The dataset's examples as cache rows; pairs with a response the cache lacks are left out."""
-    sides = dict(
-        (pk, (a, b))
-        for pk, a, b in Comparison.objects.filter(pk__in=comparison_ids).values_list(
-            "pk", "response_a_id", "response_b_id"
-        )
-    )
     a = cache.rows_of(np.array([sides[pk][0] for pk in comparison_ids], dtype=np.int64))
     b = cache.rows_of(np.array([sides[pk][1] for pk in comparison_ids], dtype=np.int64))
     keep = (a >= 0) & (b >= 0)

@@ -8,6 +8,7 @@ import re
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from drf_spectacular.generators import SchemaGenerator
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -183,3 +184,47 @@ def test_the_docs_page_loads_only_scripts_from_this_server():
         asset = client.get(src)
         assert asset.status_code == 200, src
         assert "javascript" in asset["Content-Type"], src
+
+
+# -- what tests/test_fuzz.py found: answers the schema did not declare ------------
+
+
+def openapi_schema() -> dict:
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+def allowed_values(schema: dict, field: dict) -> set:
+    """The enum values a field's schema allows, through $ref, oneOf and allOf."""
+    if "$ref" in field:
+        field = schema["components"]["schemas"][field["$ref"].rsplit("/", 1)[1]]
+    values = set(field.get("enum", []))
+    for part in field.get("oneOf", []) + field.get("allOf", []):
+        values |= allowed_values(schema, part)
+    return values
+
+
+@pytest.mark.parametrize("path,page", [("/api/projects/", 2), ("/api/judgments/", 0)])
+def test_a_page_that_does_not_exist_is_a_404_the_schema_declares(path, page, project, alice):
+    client = APIClient()
+    client.force_authenticate(alice)
+
+    response = client.get(path, {"page": page})
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid page."}
+    assert "404" in openapi_schema()["paths"][path]["get"]["responses"]
+
+
+def test_a_gold_comparison_without_a_reference_label_is_answered_as_the_schema_says(project, admin_user):
+    comparison = ComparisonFactory(prompt__project=project)
+    client = APIClient()
+    client.force_authenticate(admin_user)
+
+    response = client.put(f"/api/comparisons/{comparison.pk}/gold/", {"gold_label": "a"}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["reference_label"] == ""
+    schema = openapi_schema()
+    fields = schema["components"]["schemas"]["ComparisonGold"]["properties"]
+    assert allowed_values(schema, fields["reference_label"]) == {"a", "b", "tie", ""}
+    assert allowed_values(schema, fields["gold_label"]) == {"a", "b", ""}

@@ -8,6 +8,7 @@ import pytest
 from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
+from drf_spectacular.generators import SchemaGenerator
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -340,3 +341,14 @@ def test_scoring_is_throttled_per_user(api, alice, project):
     codes = [api.post(url("score", project), payload, format="json").status_code for _ in range(31)]
     assert codes[:30] == [409] * 30  # no active model, but every call counts
     assert codes[30] == 429
+
+
+def test_the_score_throttles_429_is_declared_in_the_schema(api, alice, project):
+    # Found by tests/test_fuzz.py: the 31st call in a minute got a 429 the schema did not list.
+    api.force_authenticate(alice)
+    payload = {"prompt": "Hi?", "responses": ["a"]}
+    codes = {api.post(url("score", project), payload, format="json").status_code for _ in range(31)}
+
+    declared = SchemaGenerator().get_schema(request=None, public=True)["paths"]["/api/projects/{id}/score/"]["post"]
+    assert codes == {409, 429}
+    assert {str(code) for code in codes} <= set(declared["responses"])

@@ -290,11 +290,12 @@ def test_someone_outside_the_project_does_not_learn_it_exists(computed, name):
 def test_staff_status_alone_opens_no_managers_page(computed, name):
     clerk = UserFactory(username="clerk", is_staff=True)
 
-    assert client_for(clerk).get(reverse(name, args=[computed.slug])).status_code == 403
+    assert client_for(clerk).get(reverse(name, args=[computed.slug])).status_code == 404
 
 
 def test_the_view_permission_alone_shows_the_page_without_the_buttons(computed):
     viewer = grant(UserFactory(username="vera", is_staff=True), "view_rater_quality")
+    computed.managers.add(viewer)
 
     html = client_for(viewer).get(raters_url(computed)).content.decode()
 
@@ -365,8 +366,9 @@ def test_asking_for_the_state_a_rater_is_in_changes_nothing(computed, carol, mar
 
 
 @pytest.mark.parametrize("action", ["pause", "resume", "exclude", "include"])
-def test_staff_without_the_permission_cannot_pause_or_exclude(computed, carol, action):
+def test_a_manager_without_the_permission_cannot_pause_or_exclude(computed, carol, action):
     clerk = grant(UserFactory(username="clerk", is_staff=True), "view_rater_quality")
+    computed.managers.add(clerk)
 
     response = client_for(clerk).post(action_url(computed, carol, action), {"reason": "no"})
 
