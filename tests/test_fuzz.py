@@ -34,7 +34,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from labeling.api import tokens
 from labeling.comparisons import set_gold
@@ -72,7 +76,7 @@ CONFIG = schemathesis.Config.from_dict(
 schema = schemathesis.openapi.from_dict(SchemaGenerator().get_schema(request=None, public=True), config=CONFIG)
 schema.app = WSGIHandler()
 
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
 
 # The objects `world` makes get these ids, and the callers these tokens, so that the hooks below, which
 # run while schemathesis collects the tests, can offer them. Far above what the sequences reach in a test

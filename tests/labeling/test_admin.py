@@ -201,6 +201,9 @@ def test_staff_without_the_permissions_get_403(client, project, clerk):
         Permission.objects.get(codename="add_comparison"), Permission.objects.get(codename="view_judgment")
     )
     assert client.get(reverse("admin:labeling_project_import")).status_code == 200
+    # The permissions count on the projects one manages (labeling.access): another's is not found.
+    assert client.get(reverse("admin:labeling_project_export", args=[project.pk, "raw"])).status_code == 404
+    project.managers.add(clerk)
     assert client.get(reverse("admin:labeling_project_export", args=[project.pk, "raw"])).status_code == 200
 
 
@@ -218,8 +221,12 @@ def test_judgments_and_leases_cannot_be_added_or_changed(staff_client, judged_co
 
 
 @pytest.mark.django_db
-def test_only_superusers_may_delete_judgments(client, judged_comparison, clerk):
-    clerk.user_permissions.add(*Permission.objects.filter(content_type__app_label="labeling"))
+def test_only_admins_may_delete_judgments(client, judged_comparison, clerk):
+    # Every labeling permission but the admins' own, on a project clerk manages.
+    clerk.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="labeling").exclude(codename="manage_every_project")
+    )
+    judged_comparison.project.managers.add(clerk)
     client.force_login(clerk)
     judgment = Judgment.objects.first()
 
