@@ -6,6 +6,8 @@ config/settings.py sets them for every view (token first, so that a request
 without credentials gets 401 with WWW-Authenticate; IsAuthenticated always).
 """
 
+from django.http import JsonResponse
+from django.views.defaults import page_not_found
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
@@ -29,6 +31,15 @@ class Unavailable(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The reward model cannot be used right now."
     default_code = "model_unavailable"
+
+
+def not_found(request, exception=None):
+    """The site's 404 (handler404 in config/urls.py). Under /api/ it is the JSON every API 404 is, as the
+    schema declares, also for a URL that no pattern matches (an id such as "abc" or "-1" fails the int
+    converters before any view runs); elsewhere Django's own page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    return page_not_found(request, exception)
 
 
 def valid(serializer_class, data) -> dict:

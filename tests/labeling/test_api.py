@@ -228,3 +228,26 @@ def test_a_gold_comparison_without_a_reference_label_is_answered_as_the_schema_s
     fields = schema["components"]["schemas"]["ComparisonGold"]["properties"]
     assert allowed_values(schema, fields["reference_label"]) == {"a", "b", "tie", ""}
     assert allowed_values(schema, fields["gold_label"]) == {"a", "b", ""}
+
+
+@pytest.mark.parametrize("path", ["/api/projects/abc/", "/api/projects/-1/next/", "/api/judgments/1.5/"])
+def test_an_id_that_is_no_integer_is_the_json_404_the_schema_declares(path, alice):
+    # The int converters turned these away before any view ran, and Django answered with its HTML page.
+    client = APIClient()
+    client.force_authenticate(alice)
+
+    response = client.get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_pages_outside_the_api_keep_the_html_404(alice):
+    client = APIClient()
+    client.force_login(alice)
+
+    response = client.get("/no-such-page/")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
