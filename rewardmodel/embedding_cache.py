@@ -33,14 +33,14 @@ log = logging.getLogger(__name__)
 
 
 def path_for(version: RewardModelVersion) -> Path:
-    from rewardmodel.core.embeddings import cache_path
+    from rewardmodel.core.embeddings import cache_path  # loads torch: only when a cache is used
 
     return cache_path(Path(settings.MODEL_ROOT), version.project.slug, version.version)
 
 
 def fingerprint_of(version: RewardModelVersion) -> str | None:
     """The fingerprint of the version's checkpoint; None when it has no readable checkpoint."""
-    from rewardmodel.core.embeddings import checkpoint_fingerprint
+    from rewardmodel.core.embeddings import checkpoint_fingerprint  # loads torch: only when a cache is used
 
     if not version.artifact_path:
         return None
@@ -52,14 +52,14 @@ def fingerprint_of(version: RewardModelVersion) -> str | None:
 
 def load(version: RewardModelVersion) -> EmbeddingCache | None:
     """The version's cache, if there is one made from its checkpoint as it is now."""
-    from rewardmodel.core.embeddings import load_cache
+    from rewardmodel.core.embeddings import load_cache  # loads torch: only when a cache is used
 
     fingerprint = fingerprint_of(version)
     return None if fingerprint is None else load_cache(path_for(version), fingerprint=fingerprint)
 
 
 def save(version: RewardModelVersion, cache: EmbeddingCache) -> Path:
-    from rewardmodel.core.embeddings import save_cache
+    from rewardmodel.core.embeddings import save_cache  # loads torch: only when a cache is used
 
     return save_cache(path_for(version), cache)
 
@@ -84,9 +84,10 @@ def prune(version: RewardModelVersion) -> list[Path]:
 def save_from_scoring(version: RewardModelVersion, response_ids: list[int], vectors: list) -> Path | None:
     """Write the version's cache from the embeddings of its scoring pass (pipeline.store_rewards).
     Returns the path, or None when the version has no readable checkpoint to key it by."""
+    # numpy and torch load only in the process that writes a cache (a worker), never in a web process.
     import numpy as np
 
-    from rewardmodel.core.embeddings import EmbeddingCache
+    from rewardmodel.core.embeddings import EmbeddingCache  # loads torch, as above
 
     fingerprint = fingerprint_of(version)
     if fingerprint is None or not vectors:

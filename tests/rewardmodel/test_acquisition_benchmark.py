@@ -58,13 +58,14 @@ def args_for(bench, tmp_path, hh_file, backbone, *extra):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("task, seeds", [("hh", 2), ("oracle", 1)])
+@pytest.mark.parametrize("task, seeds, budgets", [("hh", 2, [10, 20]), ("oracle", 1, [10, 30])])
 def test_it_runs_every_strategy_and_seed_and_gives_one_point_per_budget(
-    bench, tmp_path, hh_file, tiny_backbone_dir, task, seeds, capsys
+    bench, tmp_path, hh_file, tiny_backbone_dir, task, seeds, budgets, capsys
 ):
     args = args_for(
         bench, tmp_path, hh_file, tiny_backbone_dir,
-        "--task", task, "--strategies", "random,doptimal:0.5", "--seeds", str(seeds), "--budgets", "10,30",
+        "--task", task, "--strategies", "random,doptimal:0.5", "--seeds", str(seeds),
+        "--budgets", ",".join(map(str, budgets)),
     )  # fmt: skip
 
     summary = bench.run(args)
@@ -75,15 +76,16 @@ def test_it_runs_every_strategy_and_seed_and_gives_one_point_per_budget(
         assert len(curves) == seeds
         for curve in curves:
             labels = [n for n, _ in curve]
-            assert labels == [10, 20, 30]  # a point after every batch of 10, the budgets among them
+            assert labels == list(range(10, budgets[-1] + 1, 10))  # a point per batch of 10, budgets among them
             assert all(len(correct) == 20 for _, correct in curve)
-        assert sorted(summary["table"][spec]) == [10, 30]
+        assert sorted(summary["table"][spec]) == budgets
         for row in summary["table"][spec].values():
             assert 0.0 <= row["ci"][0] <= row["accuracy"] <= row["ci"][1] <= 1.0
-    assert "vs_random" in summary["table"]["doptimal:0.5"][30] and "vs_random" not in summary["table"]["random"][30]
-    assert summary["labels_needed"]["random"] <= 30
+    last = budgets[-1]
+    assert "vs_random" in summary["table"]["doptimal:0.5"][last] and "vs_random" not in summary["table"]["random"][last]
+    assert summary["labels_needed"]["random"] <= last
     out = capsys.readouterr().out
-    assert "labels needed to reach random's accuracy at 30 labels" in out
+    assert f"labels needed to reach random's accuracy at {last} labels" in out
     assert (tmp_path / "acquisition.svg").read_text().startswith("<?xml")
     # Every simulated project is gone again, its judgments with it.
     assert not Project.objects.filter(slug__startswith="bench-acq-").exists()
@@ -135,3 +137,16 @@ def test_its_full_mode_fine_tunes_through_the_pipeline_after_each_batch(
     assert sorted(summary["table"]["random"]) == [10, 20]
     # run_retrain saved a checkpoint per version (it read them back to score the test pairs); none is left.
     assert data["results"]["random"][0][1][1] and not list(tiny_training.MODEL_ROOT.glob("bench-acq-*/*"))
+
+
+def test_its_intervals_cover_the_mean_and_a_budget_past_the_pool_reads_the_last_point(bench):
+    curves = [[(10, [1, 0, 1, 1]), (20, [1, 1, 1, 1])], [(10, [0, 0, 1, 1]), (17, [1, 1, 0, 1])]]
+    assert bench.at_labels(curves, 20).tolist() == [[1, 1, 1, 1], [1, 1, 0, 1]]  # seed 2's pool ran out at 17
+    assert bench.at_labels(curves, 15) is None
+
+    summary = bench.summarise({"random": curves, "doptimal": curves}, [10, 20])
+    row = summary["table"]["doptimal"][10]
+    assert row["accuracy"] == pytest.approx(5 / 8)
+    assert row["ci"][0] < 5 / 8 < row["ci"][1]
+    assert row["vs_random"] == 0.0 and row["vs_random_ci"] == (0.0, 0.0)  # the same curves: no difference
+    assert summary["labels_needed"] == {"random": 20, "doptimal": 20, "_goal": pytest.approx(7 / 8)}

@@ -89,7 +89,8 @@ def test_a_long_scoring_step_keeps_the_lease(project, tiny_training, monkeypatch
     """Scoring renews the lease after every batch, not only when the step ends."""
     marker_project(project)  # 90 responses
     monkeypatch.setattr(pipeline, "SCORE_BATCH", 20)
-    real_score = pipeline.score
+    # Scoring keeps each response's embedding in the same pass (the embedding cache): score_with_embeddings.
+    real_score = pipeline.score_with_embeddings
     live = []
 
     def slow_batch(*args, **kwargs):
@@ -100,7 +101,7 @@ def test_a_long_scoring_step_keeps_the_lease(project, tiny_training, monkeypatch
         ProjectLoop.objects.filter(project=project).update(lock_expires_at=timezone.now() - timedelta(seconds=1))
         return rewards
 
-    monkeypatch.setattr(pipeline, "score", slow_batch)
+    monkeypatch.setattr(pipeline, "score_with_embeddings", slow_batch)
 
     assert retrain(project).status == RetrainStatus.TRAINED
     assert live == [True] * 5  # 90 responses in batches of 20, each started on a renewed lease
