@@ -218,8 +218,13 @@ def release_training_slot(*, project_id: int, owner: str) -> None:
 
 def slot_taken(*, project_id: int) -> None:
     """A worker found another training of the project running: the request stays
-    pending (the running training publishes it when it finishes), merged into it."""
-    _count_coalesced(project_id, retrain_pending=True)
+    pending (the running training publishes it when it finishes), merged into it.
+
+    Its broker message is consumed, so nothing is in flight any more: enqueued_at
+    is cleared, and if the running training dies (SIGKILL) the reconcile publishes
+    the pending retrain as soon as that training's lease runs out, instead of
+    waiting REPUBLISH_AFTER for a message that no longer exists."""
+    _count_coalesced(project_id, retrain_pending=True, enqueued_at=None)
 
 
 def slot_is_free(now: datetime, *, through: str = "") -> Q:

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from rewardmodel import reconcile, tasks
+from rewardmodel import loop, pipeline, reconcile, tasks
 from rewardmodel.models import ProjectLoop, Trigger
 from tests.factories import JudgmentFactory, ProjectFactory
 from tests.rewardmodel.conftest import published
@@ -120,3 +120,22 @@ def test_the_schedule_task_publishes_a_retrain_per_project_with_new_judgments(pr
 
     assert tasks.retrain_projects_with_new_judgments() == 1
     assert published(broker) == [("rewardmodel.tasks.retrain", [project.pk], {"trigger": "schedule"})]
+
+
+def test_a_retrain_merged_into_a_training_that_then_died_is_published_once_its_lease_runs_out(project):
+    """Worker A trains; the next retrain is marked pending and handed to the broker; A is SIGKILLed; worker
+    B gets that message while A's lease still runs and merges it (COALESCED). The message is consumed, so
+    the reconcile must publish the pending retrain as soon as A's lease lapses, not 30 minutes later."""
+    loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
+    assert loop.acquire_training_slot(project_id=project.pk, owner="task-A")
+    assert loop.take_pending_retrain(project_id=project.pk)
+    RewardModelVersionFactory(project=project, version=1, status="training", task_id="task-A", attempts=1)
+    assert loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
+    loop.record_enqueued(project_id=project.pk)
+
+    outcome = pipeline.run_retrain(project_id=project.pk, owner="task-B")
+    assert outcome.status == pipeline.RetrainStatus.COALESCED
+
+    assert reconcile.retrains_to_publish(now=timezone.now()) == []  # A's lease still runs
+    after_the_lease = timezone.now() + loop.lock_ttl() + timedelta(minutes=1)
+    assert reconcile.retrains_to_publish(now=after_the_lease) == [project.pk]
