@@ -39,6 +39,7 @@ class LoopSettingsInline(admin.StackedInline):
     verbose_name = verbose_name_plural = "Reward-model loop"
     fields = [
         "retrain_every",
+        "refit_every",
         "acquisition",
         "exploration_share",
         "pair_budget",

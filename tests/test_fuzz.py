@@ -139,7 +139,11 @@ def map_case(context, case):
     phase = case.meta.phase if case.meta else None
     if phase is None or phase.name != "coverage" or not case.path_parameters or phase.data.parameter_location == "path":
         return case
-    real = {"id": _ids_for(case.operation.path)[0], "username": "bob", "prefix": TOKEN_KEYS["rater"][:8]}
+    real = {
+        "id": _ids_for(case.operation.path)[0],
+        "username": "bob",
+        "prefix": TOKEN_KEYS["rater"][: tokens.PREFIX_LENGTH],
+    }
     case.path_parameters = {name: real.get(name, value) for name, value in case.path_parameters.items()}
     return case
 
@@ -179,16 +183,6 @@ def world(db, in_process_requests, request):
     return {"rater": alice, "admin": admin}
 
 
-@pytest.fixture
-def as_rater(world):
-    return Caller(world["rater"], TOKEN_KEYS["rater"])
-
-
-@pytest.fixture
-def as_admin(world):
-    return Caller(world["admin"], TOKEN_KEYS["admin"])
-
-
 class Caller:
     """A user and their token, given back to them whenever an example revokes it."""
 
@@ -206,6 +200,16 @@ class Caller:
         # later example 429 and hide the view behind it; tests/labeling/test_api.py and
         # tests/rewardmodel/test_api.py check the throttles themselves.
         cache.clear()
+
+
+@pytest.fixture
+def as_rater(world):
+    return Caller(world["rater"], TOKEN_KEYS["rater"])
+
+
+@pytest.fixture
+def as_admin(world):
+    return Caller(world["admin"], TOKEN_KEYS["admin"])
 
 
 # The fixtures' data are made once per operation, not once per example, on purpose (see the docstring).
