@@ -178,6 +178,7 @@ class Comparison(models.Model):
         RANDOM = "random", "Random"
         UNCERTAINTY = "uncertainty", "Uncertainty"
         ENSEMBLE = "ensemble", "Ensemble disagreement"
+        DOPTIMAL = "doptimal", "D-optimal design"
         # ...and a queue slot the loop gave to a random pick instead of its strategy's best.
         EXPLORATION = "exploration", "Exploration"
 

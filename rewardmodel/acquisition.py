@@ -112,6 +112,7 @@ from django.db.models import FilteredRelation, Q, TextField
 from django.db.models.functions import Cast
 
 from labeling.models import Comparison, Project, Response
+from rewardmodel import embedding_cache
 from rewardmodel.loop import loop_settings_for
 from rewardmodel.models import RewardModelVersion, Strategy
 
@@ -330,6 +331,16 @@ def queue_order(
 # --- The refresh ---
 
 
+def cached_features(version: RewardModelVersion) -> Features | None:
+    """The embeddings the version's scoring pass cached (rewardmodel.embedding_cache), as "doptimal" reads
+    them; None when the version has no cache from its checkpoint as it is now (it then ranks at random and
+    the result says so)."""
+    cache = embedding_cache.load(version)
+    if cache is None or not len(cache.response_ids):
+        return None
+    return Features(response_ids=np.asarray(cache.response_ids, dtype=np.int64), embeddings=cache.embeddings)
+
+
 def refresh_pairs(
     *,
     project: Project,
@@ -356,6 +367,8 @@ def refresh_pairs(
     rng = np.random.default_rng(seed)
 
     wanted = Strategy(settings.acquisition) if version is not None else Strategy.RANDOM
+    if wanted == Strategy.DOPTIMAL and features is None:
+        features = cached_features(version)
     responses = _load_responses(
         project=project,
         version=None if wanted == Strategy.RANDOM else version,

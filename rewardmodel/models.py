@@ -17,8 +17,7 @@ class Strategy(models.TextChoices):
     """How a refresh ranks the candidate pairs (rewardmodel/acquisition.py).
 
     Each value is the Comparison.selected_by a pair ranked by it gets, so it is
-    taken from there rather than spelled again ("doptimal" is spelled here
-    until labeling's SelectedBy lists it).
+    taken from there rather than spelled again.
     """
 
     RANDOM = Comparison.SelectedBy.RANDOM.value, "Random"
@@ -27,7 +26,7 @@ class Strategy(models.TextChoices):
         Comparison.SelectedBy.ENSEMBLE.value,
         "Ensemble disagreement (epistemic uncertainty across reward heads)",
     )
-    DOPTIMAL = "doptimal", "D-optimal: most information per label (Fisher of the reward head)"
+    DOPTIMAL = Comparison.SelectedBy.DOPTIMAL.value, "D-optimal: most information per label (Fisher of the reward head)"
 
 
 class Trigger(models.TextChoices):

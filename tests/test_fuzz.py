@@ -194,12 +194,14 @@ class Caller:
         Token.objects.get_or_create(user=self.user, defaults={"key": self.key})
 
     def call_and_validate(self, case):
-        case.call_and_validate(headers={"Authorization": f"Token {self.key}"}, checks=CHECKS)
-        self.sign_in()
-        # Throttle counts (scoring: 30 a minute, token requests: 30 a minute per address) would answer every
-        # later example 429 and hide the view behind it; tests/labeling/test_api.py and
-        # tests/rewardmodel/test_api.py check the throttles themselves.
-        cache.clear()
+        try:
+            case.call_and_validate(headers={"Authorization": f"Token {self.key}"}, checks=CHECKS)
+        finally:
+            self.sign_in()
+            # Throttle counts (scoring: 30 a minute, token requests: 30 a minute per address) would answer
+            # every later example 429 and hide the view behind it; tests/labeling/test_api.py and
+            # tests/rewardmodel/test_api.py check the throttles themselves.
+            cache.clear()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from labeling.assignment import next_comparison_for
 from labeling.models import Comparison, Response
-from rewardmodel import acquisition
+from rewardmodel import acquisition, embedding_cache
 from rewardmodel.acquisition import (
     Features,
     doptimal_scores,
@@ -25,6 +25,7 @@ from rewardmodel.acquisition import (
     refresh_pairs,
     uncertainty_scores,
 )
+from rewardmodel.core.embeddings import EmbeddingCache
 from rewardmodel.models import ResponseReward, RewardModelVersion, Strategy
 from tests.factories import ComparisonFactory, ProjectFactory, PromptFactory, ResponseFactory
 from tests.rewardmodel.factories import LoopSettingsFactory, ResponseRewardFactory, RewardModelVersionFactory
@@ -652,3 +653,39 @@ def test_raters_still_get_the_top_task_while_priorities_are_written(project, ali
 
     # Under one long transaction every open comparison was locked here and the rater got None.
     assert served == [comparisons[0].pk]  # the new top of the queue, written and released by the first batch
+
+
+@pytest.mark.django_db
+def test_the_live_loop_reads_doptimal_features_from_the_version_s_embedding_cache(
+    project, loop_settings, version, settings, tmp_path
+):
+    """pipeline.refresh_queue, the refit and the refresh task call refresh_pairs without features: under
+    "doptimal" it reads the embeddings the version's scoring pass cached, and a cache of another checkpoint
+    is no cache (random, said so)."""
+    settings.MODEL_ROOT = tmp_path / "models"
+    loop_settings.acquisition = "doptimal"
+    loop_settings.save()
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "metadata.json").write_text('{"weights": "v1"}')
+    version.artifact_path = str(checkpoint)
+    version.save()
+    judged_a, judged_b = responses_with_rewards(project, version, [0.0, 0.0])
+    known_a, known_b = responses_with_rewards(project, version, [0.0, 0.0])
+    new_a, new_b = responses_with_rewards(project, version, [0.0, 0.0])
+    compare(project, judged_a, judged_b, status=Comparison.Status.COMPLETE, judgments_count=3)
+    known, new = compare(project, known_a, known_b), compare(project, new_a, new_b)
+    vectors = {judged_a: [3.0, 0.0], judged_b: [0.0, 0.0], known_a: [1.0, 0.0], known_b: [0.0, 0.0]}
+    vectors |= {new_a: [0.0, 1.0], new_b: [0.0, 0.0]}
+    ids = sorted(r.pk for r in vectors)
+    by_id = {r.pk: v for r, v in vectors.items()}
+    rows = np.array([by_id[i] for i in ids], dtype=np.float32)
+    fingerprint = embedding_cache.fingerprint_of(version)
+    embedding_cache.save(version, EmbeddingCache(np.array(ids, dtype=np.int64), rows, fingerprint))
+
+    result = refresh_pairs(project=project, seed=0)
+
+    assert result.strategy == "doptimal"
+    assert queue(project) == [new.pk, known.pk]
+    (checkpoint / "metadata.json").write_text('{"weights": "v1, retrained"}')  # another checkpoint now
+    assert refresh_pairs(project=project, seed=0).strategy == "random"
