@@ -15,3 +15,4 @@ urlpatterns = [
     path("", include("labeling.quality.urls")),
     path("", include("labeling.urls")),
 ]
+handler404 = "labeling.api.common.not_found"
