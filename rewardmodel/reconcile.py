@@ -52,11 +52,13 @@ def retrains_to_publish(*, now: datetime | None = None) -> list[int]:
         .values_list("project_id", flat=True)
         .distinct()
     )
-    project_ids += [
-        project_id
-        for project_id in orphaned
-        if loop.mark_retrain_pending(project_id=project_id, reason=Trigger.RECOVERY)
-    ]
+    for project_id in orphaned:
+        # Published even when it was pending already: the message that would have adopted it may be the
+        # one the dead worker had prefetched, which the broker returns only after its visibility timeout
+        # (hours). A duplicate delivery is harmless (the slot and the pending flag admit one run).
+        loop.mark_retrain_pending(project_id=project_id, reason=Trigger.RECOVERY)
+        if project_id not in project_ids:
+            project_ids.append(project_id)
     return project_ids
 
 

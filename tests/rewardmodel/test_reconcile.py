@@ -139,3 +139,19 @@ def test_a_retrain_merged_into_a_training_that_then_died_is_published_once_its_l
     assert reconcile.retrains_to_publish(now=timezone.now()) == []  # A's lease still runs
     after_the_lease = timezone.now() + loop.lock_ttl() + timedelta(minutes=1)
     assert reconcile.retrains_to_publish(now=after_the_lease) == [project.pk]
+
+
+def test_a_version_a_killed_worker_left_is_published_even_when_its_retrain_was_pending_and_handed_over(project):
+    """Seen in benchmarks/load_faults.py: the next retrain was published while v1 trained, and the SIGKILLed
+    worker had prefetched that message (the broker returns it only after its visibility timeout). The
+    orphan must be published as soon as the dead worker's lease lapses, though the flag was already set."""
+    loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
+    assert loop.acquire_training_slot(project_id=project.pk, owner="task-A")
+    assert loop.take_pending_retrain(project_id=project.pk)
+    RewardModelVersionFactory(project=project, version=1, status="training", task_id="task-A", attempts=1)
+    assert loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
+    loop.record_enqueued(project_id=project.pk)
+
+    assert reconcile.retrains_to_publish(now=timezone.now()) == []  # A's lease still runs
+    after_the_lease = timezone.now() + loop.lock_ttl() + timedelta(minutes=1)
+    assert reconcile.retrains_to_publish(now=after_the_lease) == [project.pk]
