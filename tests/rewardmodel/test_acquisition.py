@@ -320,11 +320,9 @@ def test_it_serves_head_disagreement_first_under_ensemble(project, loop_settings
     assert set(Comparison.objects.values_list("selected_by", flat=True)) == {"ensemble"}
 
 
-@pytest.mark.django_db
-def test_it_serves_the_least_known_direction_first_under_doptimal(project, loop_settings, version):
-    loop_settings.acquisition = "doptimal"
-    loop_settings.save()
-    # Two open pairs with the same reward gap; the judged pair already covers the first one's direction.
+def two_open_pairs_one_direction_known(project, version):
+    """Two open pairs with the same reward gap, and a judged pair that already covers the first one's
+    direction. Returns (known, new, response ids ascending, their embeddings)."""
     judged_a, judged_b = responses_with_rewards(project, version, [0.0, 0.0])
     known_a, known_b = responses_with_rewards(project, version, [0.0, 0.0])
     new_a, new_b = responses_with_rewards(project, version, [0.0, 0.0])
@@ -334,7 +332,15 @@ def test_it_serves_the_least_known_direction_first_under_doptimal(project, loop_
     vectors |= {new_a: [0.0, 1.0], new_b: [0.0, 0.0]}
     ids = sorted(r.pk for r in vectors)
     by_id = {r.pk: v for r, v in vectors.items()}
-    features = Features(np.array(ids), np.array([by_id[i] for i in ids]), prior_precision=1.0)
+    return known, new, np.array(ids, dtype=np.int64), np.array([by_id[i] for i in ids], dtype=np.float32)
+
+
+@pytest.mark.django_db
+def test_it_serves_the_least_known_direction_first_under_doptimal(project, loop_settings, version):
+    loop_settings.acquisition = "doptimal"
+    loop_settings.save()
+    known, new, ids, rows = two_open_pairs_one_direction_known(project, version)
+    features = Features(ids, rows, prior_precision=1.0)
 
     result = refresh_pairs(project=project, seed=0, features=features)
 
@@ -670,18 +676,8 @@ def test_the_live_loop_reads_doptimal_features_from_the_version_s_embedding_cach
     (checkpoint / "metadata.json").write_text('{"weights": "v1"}')
     version.artifact_path = str(checkpoint)
     version.save()
-    judged_a, judged_b = responses_with_rewards(project, version, [0.0, 0.0])
-    known_a, known_b = responses_with_rewards(project, version, [0.0, 0.0])
-    new_a, new_b = responses_with_rewards(project, version, [0.0, 0.0])
-    compare(project, judged_a, judged_b, status=Comparison.Status.COMPLETE, judgments_count=3)
-    known, new = compare(project, known_a, known_b), compare(project, new_a, new_b)
-    vectors = {judged_a: [3.0, 0.0], judged_b: [0.0, 0.0], known_a: [1.0, 0.0], known_b: [0.0, 0.0]}
-    vectors |= {new_a: [0.0, 1.0], new_b: [0.0, 0.0]}
-    ids = sorted(r.pk for r in vectors)
-    by_id = {r.pk: v for r, v in vectors.items()}
-    rows = np.array([by_id[i] for i in ids], dtype=np.float32)
-    fingerprint = embedding_cache.fingerprint_of(version)
-    embedding_cache.save(version, EmbeddingCache(np.array(ids, dtype=np.int64), rows, fingerprint))
+    known, new, ids, rows = two_open_pairs_one_direction_known(project, version)
+    embedding_cache.save(version, EmbeddingCache(ids, rows, embedding_cache.fingerprint_of(version)))
 
     result = refresh_pairs(project=project, seed=0)
 
