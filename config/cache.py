@@ -31,6 +31,14 @@ class FailOpenRedisCache(RedisCache):
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         self._try(lambda: super(FailOpenRedisCache, self).set(key, value, timeout, version), None)
 
+    # The throttles' counters (labeling.api.throttling): add() says "created" and incr() counts 0 while
+    # Redis is away, so every request is let through.
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        return self._try(lambda: super(FailOpenRedisCache, self).add(key, value, timeout, version), True)
+
+    def incr(self, key, delta=1, version=None):
+        return self._try(lambda: super(FailOpenRedisCache, self).incr(key, delta, version), 0)
+
     def _try(self, call, fallback):
         if time.monotonic() < FailOpenRedisCache._paused_until:
             return fallback

@@ -18,12 +18,12 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from labeling.access import get_project_for_user, may
 from labeling.api.common import FIELD_ERRORS, NOT_FOUND, Conflict, Unavailable, valid
 from labeling.api.serializers import ErrorSerializer
+from labeling.api.throttling import UserRateThrottle
 from labeling.models import Comparison
 from rewardmodel import serving
 from rewardmodel.models import RewardModelVersion, Strategy, Trigger

@@ -15,12 +15,16 @@ publish missed. A rater's request does not even make that attempt: the
 retrain its judgment asked for is handed to this process's publisher thread
 (`publish_retrain_soon`), so that a broker that is down or silent (a socket
 timeout of seconds) holds up that thread, never a rater. So does the head
-refit a judgment asks for (`publish_refit_soon`).
+refit a judgment asks for (`publish_refit_soon`). Even the question whether a
+judgment made either due (a few queries: rewardmodel.triggers) is the thread's
+(`check_triggers_soon`), asked at most every TRIGGER_CHECK_INTERVAL seconds per
+project: at a hundred judgments a second, one check reads them all.
 """
 
 import logging
 import os
 import threading
+import time
 
 from celery import shared_task
 from celery.signals import worker_process_init
@@ -164,6 +168,17 @@ def publish_retrain_soon(*, project_id: int) -> str:
     return error
 
 
+def check_triggers_soon(*, project_id: int) -> bool:
+    """Have this process's publisher thread ask, within TRIGGER_CHECK_INTERVAL seconds, whether the
+    project's judgments make a retrain or a head refit due (triggers.check_triggers), and hand over what is.
+
+    Returns at once, without a query: the rater's request pays nothing for it. However many judgments
+    arrive meanwhile, the project is checked once, after all of them committed. False when the queue is
+    full (a stuck broker): the next judgment asks again, and the reconcile and the schedule stay.
+    """
+    return _publisher.submit(project_id, kind=_CHECK)
+
+
 def wait_for_publisher(timeout: float = 10.0) -> bool:
     """Block until the publisher thread has nothing left to do (tests, shutdown); False on timeout."""
     return _publisher.wait_until_idle(timeout)
@@ -188,12 +203,19 @@ def _backoff(retries: int) -> int:
 # At most this many hand-overs wait for the publisher thread; there is one entry per (kind, project)
 # however many ask.
 PUBLISH_QUEUE_CAPACITY = 100
-_RETRAIN, _REFIT = "retrain", "refit"
+_RETRAIN, _REFIT, _CHECK = "retrain", "refit", "check"
+# A project's triggers are checked at most this often per process: a retrain or refit starts at most this
+# much later than the judgment that made it due, and the checks cost a few queries a second, not one set
+# per judgment.
+TRIGGER_CHECK_INTERVAL = 0.5
+_MIN_INTERVAL = {_CHECK: TRIGGER_CHECK_INTERVAL}
 
 
 class _Publisher:
     """One daemon thread per process, started on first use, publishing the
-    retrains and refits handed to it one at a time, oldest first.
+    retrains and refits handed to it (and checking the triggers judgments
+    ask it to check) one at a time, oldest first; a kind in _MIN_INTERVAL
+    runs at most that often per project, later jobs waiting their turn.
 
     Losing what it holds is harmless: a retrain handed over here is already
     pending in the database, and the reconcile publishes any pending retrain
@@ -209,17 +231,20 @@ class _Publisher:
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self):
-        self._waiting: dict[tuple[str, int], None] = {}  # (kind, project id) in arrival order, each once
+        # (kind, project id) -> when it may run (time.monotonic()), each once, in arrival order.
+        self._waiting: dict[tuple[str, int], float] = {}
+        self._last_run: dict[tuple[str, int], float] = {}
         self._busy = False
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def submit(self, project_id: int, *, kind: str = _RETRAIN) -> bool:
+        job = (kind, project_id)
         with self._condition:
-            if (kind, project_id) not in self._waiting:
+            if job not in self._waiting:
                 if len(self._waiting) >= self.capacity:
                     return False
-                self._waiting[(kind, project_id)] = None
+                self._waiting[job] = self._last_run.get(job, -1e9) + _MIN_INTERVAL.get(kind, 0.0)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="retrain-publisher", daemon=True)
                 self._thread.start()
@@ -230,15 +255,29 @@ class _Publisher:
         with self._condition:
             return self._condition.wait_for(lambda: not self._waiting and not self._busy, timeout)
 
+    def _next_job(self) -> tuple[str, int]:
+        # With the condition held: the first job whose time has come, waiting for one if none has.
+        while True:
+            now = time.monotonic()
+            ready = next((job for job, at in self._waiting.items() if at <= now), None)
+            if ready is not None:
+                del self._waiting[ready]
+                self._last_run[ready] = now
+                return ready
+            self._condition.wait(min(self._waiting.values()) - now if self._waiting else None)
+
     def _run(self):
+        from rewardmodel import triggers  # it imports this module
+
         while True:
             with self._condition:
-                self._condition.wait_for(lambda: self._waiting)
-                kind, project_id = job = next(iter(self._waiting))
-                del self._waiting[job]
+                kind, project_id = self._next_job()
                 self._busy = True
             try:
-                (publish_refit if kind == _REFIT else publish_retrain)(project_id=project_id)
+                if kind == _CHECK:
+                    triggers.check_triggers(project_id=project_id)
+                else:
+                    (publish_refit if kind == _REFIT else publish_retrain)(project_id=project_id)
             except Exception:  # a database error while recording the outcome: the row stays pending
                 log.exception("publishing the %s of project %s failed", kind, project_id)
             finally:

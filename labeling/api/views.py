@@ -20,7 +20,6 @@ from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from labeling.access import get_comparison_to_manage, get_project_to_label, judgments_for, projects_for
@@ -45,11 +44,12 @@ from .serializers import (
     TokenRequestSerializer,
     TokenSerializer,
 )
+from .throttling import FixedWindowThrottle
 
 # --- auth -------------------------------------------------------------------
 
 
-class PasswordGuessThrottle(SimpleRateThrottle):
+class PasswordGuessThrottle(FixedWindowThrottle):
     """Bounds password guesses per client address, whatever the usernames.
     DRF's ObtainAuthToken has no throttle at all, and the global one is per
     user, which an anonymous caller does not have yet. Lockouts per

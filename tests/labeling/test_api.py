@@ -76,7 +76,7 @@ def test_it_rejects_an_unknown_token(alice):
     assert client.get("/api/projects/").status_code == 401
 
 
-def test_it_throttles_password_guesses_per_address(alice):
+def test_it_throttles_password_guesses_per_address(alice, throttle_clock):
     # A different username each time: one address spraying guesses over many
     # accounts, which the per-(username, address) lockout alone would allow.
     client = APIClient()
@@ -88,6 +88,26 @@ def test_it_throttles_password_guesses_per_address(alice):
     assert answers[30] == 429
     # Even the right password waits now.
     assert client.post("/api/auth/token/", {"username": "alice", "password": PASSWORD}).status_code == 429
+
+
+def test_the_per_user_rate_is_counted_per_window_and_says_when_to_come_back(alice, monkeypatch, throttle_clock):
+    # The suite turns the global throttle off (config/settings_test.py); here it is on, at 3 a minute.
+    from labeling.api.throttling import UserRateThrottle
+    from labeling.api.views import ProjectListView
+
+    monkeypatch.setattr(ProjectListView, "throttle_classes", [UserRateThrottle])
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "3/minute"})
+    client = APIClient()
+    client.force_authenticate(alice)
+    throttle_clock.now = 60 * 1000 + 15.0  # 15 s into a minute
+    codes = [client.get("/api/projects/").status_code for _ in range(4)]
+    refused = client.get("/api/projects/")
+    throttle_clock.now += 45.0  # the next minute: a new window
+    again = client.get("/api/projects/")
+
+    assert codes == [200, 200, 200, 429]
+    assert refused.status_code == 429 and refused["Retry-After"] == "45"
+    assert again.status_code == 200
 
 
 def test_token_requests_need_no_csrf_token(project, alice):

@@ -81,3 +81,38 @@ def test_it_still_serves_the_first_free_comparison_in_order_at_100000(big_projec
     with transaction.atomic():
         first = candidates_for(rater=bob, project=big_project, exclude=[]).first()
     assert first == Comparison.objects.filter(project=big_project).order_by("created_at", "pk").first()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_the_prepared_candidate_query_keeps_the_index_walk_as_a_generic_plan(big_project, alice):
+    # A prepared statement (config/settings.py: DB_PREPARE_THRESHOLD) is planned once without its
+    # parameters' values after a few runs. That generic plan must walk the index too, or preparing would
+    # trade 4 ms of planning for a scan of the project's 100,000 rows.
+    import psycopg
+
+    with transaction.atomic():
+        query = candidates_for(rater=alice, project=big_project, exclude=[])[:1].query
+        sql, params = query.get_compiler(connection=connection).as_sql()
+        numbered = sql
+        for n in range(1, len(params) + 1):
+            numbered = numbered.replace("%s", f"${n}", 1)
+        raw = psycopg.ClientCursor(connection.connection)
+        raw.execute(f"PREPARE candidate AS {numbered}")
+        raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        raw.execute(f"EXPLAIN EXECUTE candidate({', '.join(['%s'] * len(params))})", list(params))
+        plan = "\n".join(row[0] for row in raw.fetchall())
+        raw.execute("DEALLOCATE candidate")
+    assert "Index Scan using comparison_queue_idx on labeling_comparison" in plan, plan
+    assert "Seq Scan on labeling_comparison" not in plan and "Sort Key: labeling_comparison" not in plan, plan
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_the_hot_path_queries_become_prepared_statements(project, alice):
+    from labeling.assignment import live_lease_for
+
+    for _ in range(6):
+        live_lease_for(rater=alice, project=project)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        statements = [row[0] for row in cursor.fetchall()]
+    assert any('FROM "labeling_assignment"' in statement for statement in statements), statements

@@ -335,7 +335,7 @@ def test_a_tampered_checkpoint_is_refused_with_503(api, admin_user, project, act
     assert serving.cached_version_ids() == []
 
 
-def test_scoring_is_throttled_per_user(api, alice, project):
+def test_scoring_is_throttled_per_user(api, alice, project, throttle_clock):
     api.force_authenticate(alice)
     payload = {"prompt": "Hi?", "responses": ["a"]}
     codes = [api.post(url("score", project), payload, format="json").status_code for _ in range(31)]

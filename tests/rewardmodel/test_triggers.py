@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from labeling.models import Judgment
 from labeling.signals import judgment_recorded
+from rewardmodel import tasks, triggers
 from rewardmodel.actions import Handover
 from rewardmodel.models import ProjectLoop
 from rewardmodel.tasks import wait_for_publisher
@@ -144,3 +145,25 @@ def test_a_broker_that_is_down_never_reaches_the_rater(project, loop_settings, a
     assert wait_for_publisher()
     loop = ProjectLoop.objects.get(project=project)
     assert loop.retrain_pending and loop.enqueued_at is None and loop.enqueue_error  # the reconcile hands it over
+
+
+def test_the_rater_request_only_hands_the_check_over(project, alice, django_assert_num_queries):
+    judgment = judge(project, alice)
+    with django_assert_num_queries(0):
+        recorded(judgment)
+    assert wait_for_publisher()
+
+
+def test_a_burst_of_judgments_is_checked_once_per_interval_and_after_the_last_one(project, monkeypatch):
+    checks = []
+    monkeypatch.setattr(triggers, "check_triggers", lambda *, project_id: checks.append(time.monotonic()))
+    handed = []
+    for _ in range(50):
+        assert tasks.check_triggers_soon(project_id=project.pk)
+        handed.append(time.monotonic())
+    assert wait_for_publisher()
+
+    # The first at once, then the 49 others in one: at most one check per interval, and none missed.
+    assert 1 <= len(checks) <= 2, checks
+    assert checks[-1] >= handed[-1]
+    assert all(b - a >= tasks.TRIGGER_CHECK_INTERVAL for a, b in zip(checks, checks[1:], strict=False))
