@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from celery import shared_task
 from celery.signals import worker_process_init
@@ -168,15 +169,16 @@ def publish_retrain_soon(*, project_id: int) -> str:
     return error
 
 
-def check_triggers_soon(*, project_id: int) -> bool:
-    """Have this process's publisher thread ask, within TRIGGER_CHECK_INTERVAL seconds, whether the
-    project's judgments make a retrain or a head refit due (triggers.check_triggers), and hand over what is.
+def check_triggers_soon(*, project_id: int, check: Callable[..., object]) -> bool:
+    """Have this process's publisher thread call check(project_id=...) within TRIGGER_CHECK_INTERVAL
+    seconds: triggers.check_triggers, which asks whether the project's judgments make a retrain or a
+    head refit due, and hands over what is (passed in: triggers imports this module).
 
     Returns at once, without a query: the rater's request pays nothing for it. However many judgments
     arrive meanwhile, the project is checked once, after all of them committed. False when the queue is
     full (a stuck broker): the next judgment asks again, and the reconcile and the schedule stay.
     """
-    return _publisher.submit(project_id, kind=_CHECK)
+    return _publisher.submit(project_id, kind=_CHECK, run=check)
 
 
 def wait_for_publisher(timeout: float = 10.0) -> bool:
@@ -234,13 +236,16 @@ class _Publisher:
         # (kind, project id) -> when it may run (time.monotonic()), each once, in arrival order.
         self._waiting: dict[tuple[str, int], float] = {}
         self._last_run: dict[tuple[str, int], float] = {}
+        self._checks: dict[int, Callable[..., object]] = {}  # project id -> what its _CHECK job calls
         self._busy = False
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def submit(self, project_id: int, *, kind: str = _RETRAIN) -> bool:
+    def submit(self, project_id: int, *, kind: str = _RETRAIN, run: Callable[..., object] | None = None) -> bool:
         job = (kind, project_id)
         with self._condition:
+            if run is not None:
+                self._checks[project_id] = run
             if job not in self._waiting:
                 if len(self._waiting) >= self.capacity:
                     return False
@@ -267,15 +272,14 @@ class _Publisher:
             self._condition.wait(min(self._waiting.values()) - now if self._waiting else None)
 
     def _run(self):
-        from rewardmodel import triggers  # it imports this module
-
         while True:
             with self._condition:
                 kind, project_id = self._next_job()
+                check = self._checks.pop(project_id, None) if kind == _CHECK else None
                 self._busy = True
             try:
                 if kind == _CHECK:
-                    triggers.check_triggers(project_id=project_id)
+                    check(project_id=project_id)
                 else:
                     (publish_refit if kind == _REFIT else publish_retrain)(project_id=project_id)
             except Exception:  # a database error while recording the outcome: the row stays pending

@@ -34,7 +34,7 @@ from rewardmodel.models import Trigger
 
 @receiver(judgment_recorded, dispatch_uid="rewardmodel.retrain_after_n_judgments")
 def on_judgment_recorded(sender, *, project_id: int, **kwargs) -> None:
-    tasks.check_triggers_soon(project_id=project_id)
+    tasks.check_triggers_soon(project_id=project_id, check=check_triggers)
 
 
 def check_triggers(*, project_id: int) -> None:
