@@ -51,7 +51,7 @@ class LoopSettings(models.Model):
     acquisition = models.CharField(
         max_length=20,
         choices=Strategy.choices,
-        default=Strategy.UNCERTAINTY,
+        default=Strategy.DOPTIMAL,
         help_text="How the loop decides which pairs raters see first once a reward model exists.",
     )
     exploration_share = models.FloatField(

@@ -306,4 +306,4 @@ def test_other_strategies_train_a_single_head(project, tiny_training):
     version = RewardModelVersion.objects.get(project=project)
     assert version.config["num_heads"] == 1
     assert not ResponseReward.objects.filter(version=version, head_rewards__isnull=False).exists()
-    assert refresh_pairs(project=project, seed=1).strategy == "uncertainty"
+    assert refresh_pairs(project=project, seed=1).strategy == "doptimal"  # the default, on the cached embeddings
