@@ -481,9 +481,11 @@ def max_concurrent_holders(project) -> tuple[int, int]:
 
     judged = {
         (c, r): t
-        for c, r, t in Judgment.objects.filter(project=project, repeat_of__isnull=True).values_list(
-            "comparison_id", "rater_id", "created_at"
-        )
+        # Gold comparisons too are left out here: every rater may judge a gold item (the overlap does not cap
+        # gold), and counting their judgments made gold items look "held by 5 at once".
+        for c, r, t in Judgment.objects.filter(
+            project=project, repeat_of__isnull=True, comparison__is_gold=False
+        ).values_list("comparison_id", "rater_id", "created_at")
     }
     events: dict[int, list] = {}
     for c, r, issued, expires in Assignment.objects.filter(
