@@ -46,6 +46,7 @@ from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subque
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from labeling.compiled import CompiledQuery
 from labeling.models import Assignment, Comparison, Judgment, Project, RaterStanding, Side
 
 # Raters racing for the same last slots can make a locked candidate turn out
@@ -65,23 +66,29 @@ def live_vote_leases(now):
     return _live_leases(now).exclude(kind=Assignment.Kind.REPEAT)
 
 
-def _not_paused(*, rater, project: Project) -> Q:
+def _not_paused(*, rater_id: int, project_id: int) -> Q:
     # Uncorrelated: the database evaluates it once per query (PostgreSQL: an InitPlan).
-    return ~Q(Exists(RaterStanding.objects.filter(project=project, rater=rater, paused=True)))
+    return ~Q(Exists(RaterStanding.objects.filter(project_id=project_id, rater_id=rater_id, paused=True)))
+
+
+def _live_lease(*, rater_id: int, project_id: int, now):
+    return (
+        _live_leases(now)
+        .filter(rater_id=rater_id, project_id=project_id)
+        .filter(_not_paused(rater_id=rater_id, project_id=project_id))
+        .select_related(*(f"comparison__{name}" for name in _TASK_RELATED))
+        .order_by("issued_at")[:1]
+    )
+
+
+# Built and compiled once per thread (labeling.compiled): the hot path's two heaviest queries to build.
+_LIVE_LEASE = CompiledQuery(_live_lease, ints=("rater_id", "project_id"), times=("now",))
 
 
 def live_lease_for(*, rater, project: Project, now=None) -> Assignment | None:
     """The unexpired lease this rater holds in this project, with its pair
     loaded; None when they hold none or are paused."""
-    now = now or timezone.now()
-    return (
-        _live_leases(now)
-        .filter(rater=rater, project=project)
-        .filter(_not_paused(rater=rater, project=project))
-        .select_related(*(f"comparison__{name}" for name in _TASK_RELATED))
-        .order_by("issued_at")
-        .first()
-    )
+    return _LIVE_LEASE.first(rater_id=rater.pk, project_id=project.pk, now=now or timezone.now())
 
 
 def next_comparison_for(*, rater, project: Project, now=None) -> Assignment | None:
@@ -138,20 +145,24 @@ def _lease_from_queue(*, rater, project: Project, now) -> Assignment | None:
     return None
 
 
-def _not_judged_or_skipped_by(rater) -> Q:
+def _not_judged_or_skipped_by(rater_id: int) -> Q:
     # Neither judged nor skipped by this rater (an expired lease of their own
     # does not block: they may pick it up again).
     # repeat_of IS NULL: a rater's repeat exists only beside their first
     # judgment, and the condition lets the partial unique index on
     # (comparison, rater) answer with one probe (without it SQLite walks all
     # of the rater's judgments for every candidate).
-    judged = Judgment.objects.filter(comparison=OuterRef("pk"), rater=rater, repeat_of__isnull=True)
-    skipped = Assignment.objects.filter(comparison=OuterRef("pk"), rater=rater, state=Assignment.State.SKIPPED)
+    judged = Judgment.objects.filter(comparison=OuterRef("pk"), rater_id=rater_id, repeat_of__isnull=True)
+    skipped = Assignment.objects.filter(comparison=OuterRef("pk"), rater_id=rater_id, state=Assignment.State.SKIPPED)
     return ~Q(Exists(judged)) & ~Q(Exists(skipped))
 
 
 def _queue_for(*, rater, project: Project, now):
     """The open, non-gold comparisons this rater may be given, unordered."""
+    return _queue(rater_id=rater.pk, project_id=project.pk, overlap=project.overlap, now=now)
+
+
+def _queue(*, rater_id: int, project_id: int, overlap: int, now):
     live_count = Subquery(
         live_vote_leases(now)
         .filter(comparison=OuterRef("pk"))
@@ -164,21 +175,27 @@ def _queue_for(*, rater, project: Project, now):
         # is_gold = false, not Django's usual NOT is_gold: SQLite uses an index
         # column for equalities only, and without it could not walk
         # comparison_queue_idx in serving order (a sort of every open row instead).
-        Comparison.objects.filter(project=project, status=Comparison.Status.OPEN, is_gold=Value(False))
-        .filter(_not_judged_or_skipped_by(rater))
-        .filter(_not_paused(rater=rater, project=project))
+        Comparison.objects.filter(project_id=project_id, status=Comparison.Status.OPEN, is_gold=Value(False))
+        .filter(_not_judged_or_skipped_by(rater_id))
+        .filter(_not_paused(rater_id=rater_id, project_id=project_id))
         .alias(live=Coalesce(live_count, Value(0)))
-        .filter(live__lt=Value(project.overlap) - F("judgments_count"))
+        .filter(live__lt=Value(overlap) - F("judgments_count"))
     )
 
 
 def candidates_for(*, rater, project: Project, exclude: list[int], now=None):
     """The queue in serving order, locking what it returns (the candidate
     query; tests check its plan walks comparison_queue_idx at 100,000 rows)."""
+    return _candidates(
+        rater_id=rater.pk, project_id=project.pk, overlap=project.overlap, now=now or timezone.now(), exclude=exclude
+    )
+
+
+def _candidates(*, rater_id: int, project_id: int, overlap: int, now, exclude=()):
     # Not joined to the project, which the caller has: with the project table
     # in the join, SQLite sorts every open row instead of walking the index.
     return (
-        _queue_for(rater=rater, project=project, now=now or timezone.now())
+        _queue(rater_id=rater_id, project_id=project_id, overlap=overlap, now=now)
         .exclude(pk__in=exclude)
         .select_related(*(name for name in _TASK_RELATED if name != "project"))
         .order_by("-priority", "created_at", "pk")
@@ -186,8 +203,17 @@ def candidates_for(*, rater, project: Project, exclude: list[int], now=None):
     )
 
 
+# The first candidate, as candidates_for(...).first() with nothing excluded (the first attempt of every next).
+_FIRST_CANDIDATE = CompiledQuery(
+    lambda **values: _candidates(**values)[:1], ints=("rater_id", "project_id", "overlap"), times=("now",)
+)
+
+
 def _lock_next_candidate(*, rater, project: Project, now, exclude: list[int]) -> Comparison | None:
-    comparison = candidates_for(rater=rater, project=project, exclude=exclude, now=now).first()
+    if exclude:
+        comparison = candidates_for(rater=rater, project=project, exclude=exclude, now=now).first()
+    else:
+        comparison = _FIRST_CANDIDATE.first(rater_id=rater.pk, project_id=project.pk, overlap=project.overlap, now=now)
     if comparison is not None:
         comparison.project = project
     return comparison
@@ -200,7 +226,7 @@ def _real_work_left(*, rater, project: Project, now) -> Q:
 def _lease_gold(*, rater, project: Project, now) -> Assignment | None:
     comparison = (
         Comparison.objects.filter(project=project, status=Comparison.Status.OPEN, is_gold=True)
-        .filter(_not_judged_or_skipped_by(rater))
+        .filter(_not_judged_or_skipped_by(rater.pk))
         .filter(_real_work_left(rater=rater, project=project, now=now))
         .select_related(*_TASK_RELATED)
         .order_by("?")
