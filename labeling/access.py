@@ -24,6 +24,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet, Value
 from django.http import Http404
 
+from labeling.compiled import CompiledQuery
 from labeling.models import Comparison, Judgment, Project
 
 EVERY_PROJECT = "labeling.manage_every_project"
@@ -79,11 +80,15 @@ def _member(through, user) -> Exists:
 def _every_project(user):
     """The admin test as a condition of the same query (no extra round trip): superuser, or
     labeling.manage_every_project held directly or through a group, as Django's ModelBackend reads it."""
-    if user.is_superuser:
+    return _every_project_of(user_id=user.pk, superuser=user.is_superuser)
+
+
+def _every_project_of(*, user_id: int, superuser: bool):
+    if superuser:
         return Value(True)
     app_label, codename = EVERY_PROJECT.split(".")
     held = Permission.objects.filter(content_type__app_label=app_label, codename=codename).filter(
-        Q(user=user.pk) | Q(group__user=user.pk)
+        Q(user=user_id) | Q(group__user=user_id)
     )
     return Exists(held)
 
@@ -93,8 +98,27 @@ def projects_for(user) -> QuerySet[Project]:
     nothing; a manager labels only the projects they are also a rater of."""
     if not user.is_authenticated or not user.is_active:
         return Project.objects.none()
-    may_label = Q(_member(Project.raters.through, user)) | Q(_every_project(user))
+    return labelable_projects(user_id=user.pk, superuser=user.is_superuser)
+
+
+def labelable_projects(*, user_id: int, superuser: bool) -> QuerySet[Project]:
+    """projects_for of an active user with this id (superuser or not: the two shapes of the query)."""
+    member = Exists(Project.raters.through.objects.filter(project_id=OuterRef("pk"), user_id=user_id))
+    may_label = Q(member) | Q(_every_project_of(user_id=user_id, superuser=superuser))
     return Project.objects.filter(is_active=True).filter(may_label).order_by("name")
+
+
+# get_project_to_label by id, built and compiled once per thread and shape (labeling.compiled): on every
+# request of a rater's loop.
+_PROJECT_TO_LABEL = {
+    superuser: CompiledQuery(
+        lambda *, user_id, project_id, superuser=superuser: labelable_projects(
+            user_id=user_id, superuser=superuser
+        ).filter(pk=project_id)[:1],
+        ints=("user_id", "project_id"),
+    )
+    for superuser in (False, True)
+}
 
 
 def visible_projects(user) -> QuerySet[Project]:
@@ -148,6 +172,11 @@ def _get(projects: QuerySet[Project], project_id, slug) -> Project:
 def get_project_to_label(user, *, project_id=None, slug=None) -> Project:
     """A project user may label (projects_for); 404 for any other, managers' own included: labeling is a
     rater's act, and a manager who wants to label adds themselves as a rater."""
+    if type(project_id) is int and slug is None and user.is_authenticated and user.is_active:
+        project = _PROJECT_TO_LABEL[user.is_superuser].first(user_id=user.pk, project_id=project_id)
+        if project is None:
+            raise Http404("No such project.")
+        return project
     return _get(projects_for(user), project_id, slug)
 
 

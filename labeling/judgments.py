@@ -14,9 +14,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, F, OuterRef
 from django.utils import timezone
 
-from labeling.access import projects_for
+from labeling.access import labelable_projects, projects_for
 from labeling.assignment import live_vote_leases
 from labeling.comparisons import status_by_count
+from labeling.compiled import CompiledQuery
 from labeling.models import Assignment, Comparison, Judgment, RaterStanding, Side
 from labeling.signals import judgment_recorded
 
@@ -159,19 +160,43 @@ def record_judgment(*, rater, judgment: JudgmentInput, project=None, now=None) -
     return recorded
 
 
-def _record(*, rater, judgment: JudgmentInput, project, now) -> Recorded:
-    # The row lock serialises everything that changes this comparison's
-    # count of leases and judgments (see assignment.py).
-    comparisons = Comparison.objects.filter(pk=judgment.comparison_id, project__in=projects_for(rater))
+def _comparison_to_lock(comparison_id, *, rater, project=None, projects=None):
+    """The comparison to judge, in a project the rater may label, with its project and whether the rater
+    is paused there, locked for the rest of the transaction."""
+    projects = projects if projects is not None else projects_for(rater)
+    comparisons = Comparison.objects.filter(pk=comparison_id, project__in=projects)
     if project is not None:
         comparisons = comparisons.filter(project=project)
-    paused = RaterStanding.objects.filter(project=OuterRef("project"), rater=rater, paused=True)
-    comparison = (
+    rater_id = rater if isinstance(rater, int) else rater.pk
+    paused = RaterStanding.objects.filter(project=OuterRef("project"), rater_id=rater_id, paused=True)
+    return (
         comparisons.select_related("project")
         .annotate(rater_paused=Exists(paused))
         .select_for_update(of=("self",))
-        .first()
+        .order_by("pk")[:1]
     )
+
+
+# The API's lookup (no project given), built and compiled once per thread and shape (labeling.compiled).
+_LOCK_COMPARISON = {
+    superuser: CompiledQuery(
+        lambda *, comparison_id, rater_id, superuser=superuser: _comparison_to_lock(
+            comparison_id, rater=rater_id, projects=labelable_projects(user_id=rater_id, superuser=superuser)
+        ),
+        ints=("comparison_id", "rater_id"),
+    )
+    for superuser in (False, True)
+}
+
+
+def _record(*, rater, judgment: JudgmentInput, project, now) -> Recorded:
+    # The row lock serialises everything that changes this comparison's
+    # count of leases and judgments (see assignment.py).
+    comparison_id = judgment.comparison_id
+    if project is None and type(comparison_id) is int and rater.is_active:
+        comparison = _LOCK_COMPARISON[rater.is_superuser].first(comparison_id=comparison_id, rater_id=rater.pk)
+    else:
+        comparison = _comparison_to_lock(comparison_id, rater=rater, project=project).first()
     if comparison is None:
         raise ComparisonNotFound("No such comparison in a project you can label.")
     # The lease is judged by the clock once the row lock is held, not when the
