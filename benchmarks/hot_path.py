@@ -456,6 +456,7 @@ class Row:
     stats: Stats
     double: int | str
     rss_mb: float | str
+    scale_check: bool = False  # a row of the 2,000 / 100,000 / 1,000,000 comparisons check
 
     def cells(self) -> list[str]:
         s = self.stats
@@ -496,6 +497,26 @@ def print_table(rows: list[Row]) -> None:
     sys.stdout.flush()
 
 
+def print_ratios(rows: list[Row]) -> None:
+    """Ours against Label Studio's, setting by setting (the grid project, same raters and keep-alive)."""
+    theirs = {(r.raters, r.keepalive): r for r in rows if r.system == "Label Studio"}
+    lines = []
+    for row in rows:
+        peer = theirs.get((row.raters, row.keepalive))
+        if row.system == "Label Studio" or peer is None or row.scale_check or not peer.stats.cycles:
+            continue
+        ours_next, peer_next = pct(row.stats.next_ms, 50), pct(peer.stats.next_ms, 50)
+        lines.append(
+            f"| {row.system} | {row.raters} | {'yes' if row.keepalive else 'no'} | "
+            f"{row.stats.cycles / peer.stats.cycles:.1f}x | {peer_next / ours_next:.1f}x |"
+        )
+    if lines:
+        print("\nAgainst Label Studio in the same run (higher is better for us):\n")
+        print("| system | raters | keep-alive | cycles/s, ours / theirs | next p50, theirs / ours |")
+        print("|---|---|---|---|---|")
+        print("\n".join(lines))
+
+
 def bench_database(db: str, args, rows: list[Row], plans: dict) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f"bench_hot_path_{db}_"))
     env = {
@@ -520,12 +541,13 @@ def bench_database(db: str, args, rows: list[Row], plans: dict) -> None:
         print(
             f"\n[{db}] make serve on port {server.port} (log {scratch / 'server.log'}); uptime: {uptime()}", flush=True
         )
-        size = max(2000, 400 * int(args.seconds))
+        settings = [(n, ka) for n in args.raters for ka in ((False, True) if args.keepalive else (False,))]
+        # Overlap 1: every cycle uses a comparison up. Room for 300 cycles/s in every setting.
+        size = max(2000, 300 * int(args.seconds) * (len(settings) + 1))
         grid = django_step(env, "project", slug=f"grid-{db}", comparisons=size, hh=True)
         # Each worker imports the URLconf (and what it pulls in) on its first request: not measured.
         warm = django_step(env, "raters", project=grid["project"], count=16, prefix="warm-")["tokens"]
         run_load(Ours(grid["project"]), "127.0.0.1", server.port, warm, min(5.0, args.seconds), False)
-        settings = [(n, ka) for n in args.raters for ka in ((False, True) if args.keepalive else (False,))]
         for n, keepalive in settings:
             prefix = f"r{n}{'k' if keepalive else ''}-"
             tokens = django_step(env, "raters", project=grid["project"], count=n, prefix=prefix)["tokens"]
@@ -545,7 +567,7 @@ def bench_database(db: str, args, rows: list[Row], plans: dict) -> None:
                 stats = run_load(Ours(project["project"]), "127.0.0.1", server.port, tokens, args.seconds, False)
                 check = django_step(env, "check", project=project["project"], prefix=prefix)
                 rows.append(
-                    Row(f"main, {db}", n, False, project["comparisons"], stats, check["double"], server.rss_mb())
+                    Row(f"main, {db}", n, False, project["comparisons"], stats, check["double"], server.rss_mb(), True)
                 )
                 print_table(rows[-1:])
     finally:
@@ -639,6 +661,7 @@ def main() -> None:
         bench_database(db, args, rows, plans)
     print(f"\nAll settings ({time.monotonic() - started:.0f} s; load at the end {uptime()}):\n")
     print_table(rows)
+    print_ratios(rows)
     for size, plan in plans.items():
         print(f"\nCandidate query plan at {size:,} comparisons (PostgreSQL, EXPLAIN ANALYZE):\n{plan}")
     small = [r for r in rows if r.raters == 1 and r.comparisons == 2_000 and "postgres" in r.system]
