@@ -150,7 +150,7 @@ def test_the_status_endpoint_mirrors_the_page(api, admin_user, project):
     }
     assert all(t["next_run_at"] for t in body["schedule"])
     acquisition = body["acquisition"]
-    assert acquisition["strategy"] == "uncertainty" and acquisition["open_comparisons"] == 1
+    assert acquisition["strategy"] == "doptimal" and acquisition["open_comparisons"] == 1
     assert acquisition["top"][0]["selected_by"] == "uncertainty" and acquisition["top"][0]["priority"] == 0.7
 
 

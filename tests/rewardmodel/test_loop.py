@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 def test_a_project_without_settings_runs_on_the_defaults_and_no_row_is_written(project):
     settings = loop.loop_settings_for(project)
 
-    assert (settings.retrain_every, settings.acquisition, settings.exploration_share) == (50, Strategy.UNCERTAINTY, 0.1)
+    assert (settings.retrain_every, settings.acquisition, settings.exploration_share) == (50, Strategy.DOPTIMAL, 0.1)
     assert (settings.activation_tolerance, settings.pair_budget, settings.train_on_reference_labels) == (
         0.02,
         200,

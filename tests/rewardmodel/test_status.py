@@ -298,7 +298,7 @@ def test_the_status_shows_the_projects_loop_settings_or_the_defaults(project):
     default = project_status(project=project, staff=True)
     assert (default.queue.retrain_every, default.acquisition.strategy, default.acquisition.pair_budget) == (
         50,
-        "uncertainty",
+        "doptimal",
         200,
     )
 
