@@ -73,17 +73,13 @@ def require(user, permission: str, project: Project, *, message: str) -> None:
 # -- projects -------------------------------------------------------------------------------------------
 
 
-def _member(through, user) -> Exists:
-    return Exists(through.objects.filter(project_id=OuterRef("pk"), user_id=user.pk))
+def _member(through, user_id: int) -> Exists:
+    return Exists(through.objects.filter(project_id=OuterRef("pk"), user_id=user_id))
 
 
-def _every_project(user):
+def _every_project(*, user_id: int, superuser: bool):
     """The admin test as a condition of the same query (no extra round trip): superuser, or
     labeling.manage_every_project held directly or through a group, as Django's ModelBackend reads it."""
-    return _every_project_of(user_id=user.pk, superuser=user.is_superuser)
-
-
-def _every_project_of(*, user_id: int, superuser: bool):
     if superuser:
         return Value(True)
     app_label, codename = EVERY_PROJECT.split(".")
@@ -103,22 +99,19 @@ def projects_for(user) -> QuerySet[Project]:
 
 def labelable_projects(*, user_id: int, superuser: bool) -> QuerySet[Project]:
     """projects_for of an active user with this id (superuser or not: the two shapes of the query)."""
-    member = Exists(Project.raters.through.objects.filter(project_id=OuterRef("pk"), user_id=user_id))
-    may_label = Q(member) | Q(_every_project_of(user_id=user_id, superuser=superuser))
+    may_label = Q(_member(Project.raters.through, user_id)) | Q(_every_project(user_id=user_id, superuser=superuser))
     return Project.objects.filter(is_active=True).filter(may_label).order_by("name")
 
 
 # get_project_to_label by id, built and compiled once per thread and shape (labeling.compiled): on every
 # request of a rater's loop.
-_PROJECT_TO_LABEL = {
-    superuser: CompiledQuery(
-        lambda *, user_id, project_id, superuser=superuser: labelable_projects(
-            user_id=user_id, superuser=superuser
-        ).filter(pk=project_id)[:1],
-        ints=("user_id", "project_id"),
-    )
-    for superuser in (False, True)
-}
+_PROJECT_TO_LABEL = CompiledQuery(
+    lambda *, user_id, project_id, superuser: labelable_projects(user_id=user_id, superuser=superuser).filter(
+        pk=project_id
+    )[:1],
+    ints=("user_id", "project_id"),
+    shapes=("superuser",),
+)
 
 
 def visible_projects(user) -> QuerySet[Project]:
@@ -126,7 +119,9 @@ def visible_projects(user) -> QuerySet[Project]:
     if not user.is_authenticated or not user.is_active:
         return Project.objects.none()
     sees = (
-        Q(_member(Project.raters.through, user)) | Q(_member(Project.managers.through, user)) | Q(_every_project(user))
+        Q(_member(Project.raters.through, user.pk))
+        | Q(_member(Project.managers.through, user.pk))
+        | Q(_every_project(user_id=user.pk, superuser=user.is_superuser))
     )
     return Project.objects.filter(is_active=True).filter(sees).order_by("name")
 
@@ -173,7 +168,7 @@ def get_project_to_label(user, *, project_id=None, slug=None) -> Project:
     """A project user may label (projects_for); 404 for any other, managers' own included: labeling is a
     rater's act, and a manager who wants to label adds themselves as a rater."""
     if type(project_id) is int and slug is None and user.is_authenticated and user.is_active:
-        project = _PROJECT_TO_LABEL[user.is_superuser].first(user_id=user.pk, project_id=project_id)
+        project = _PROJECT_TO_LABEL.first(user_id=user.pk, project_id=project_id, superuser=user.is_superuser)
         if project is None:
             raise Http404("No such project.")
         return project

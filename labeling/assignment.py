@@ -81,7 +81,7 @@ def _live_lease(*, rater_id: int, project_id: int, now):
     )
 
 
-# Built and compiled once per thread (labeling.compiled): the hot path's two heaviest queries to build.
+# Built and compiled once per thread (labeling.compiled): asked on every next.
 _LIVE_LEASE = CompiledQuery(_live_lease, ints=("rater_id", "project_id"), times=("now",))
 
 

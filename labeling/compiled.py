@@ -32,11 +32,20 @@ _TIME_BASE = datetime(2001, 2, 3, 4, 5, 6, 700_000, tzinfo=UTC)
 class CompiledQuery:
     """build(**values) -> a queryset of one model; .first(**values) runs it as compiled once.
 
-    ints: the names of integer values (ids, counts); times: the names of aware datetimes.
+    ints: the names of integer values (ids, counts); times: the names of aware datetimes; shapes: the
+    names of values that do shape the SQL (a superuser's condition is another than a rater's), given to
+    build as they are, one compilation for each combination met.
     """
 
-    def __init__(self, build: Callable[..., QuerySet], *, ints: tuple[str, ...] = (), times: tuple[str, ...] = ()):
-        self.build, self.ints, self.times = build, ints, times
+    def __init__(
+        self,
+        build: Callable[..., QuerySet],
+        *,
+        ints: tuple[str, ...] = (),
+        times: tuple[str, ...] = (),
+        shapes: tuple[str, ...] = (),
+    ):
+        self.build, self.ints, self.times, self.shapes = build, ints, times, shapes
         self._local = threading.local()  # a compiler holds its thread's connection: one per thread
 
     def queryset(self, **values) -> QuerySet:
@@ -44,7 +53,7 @@ class CompiledQuery:
         return self.build(**values)
 
     def first(self, *, using: str = "default", **values):
-        compiled = self._compiled(using)
+        compiled = self._compiled(using, {name: values[name] for name in self.shapes})
         params = list(compiled.params)
         for position, name, adapt in compiled.slots:
             params[position] = adapt(values[name])
@@ -57,20 +66,22 @@ class CompiledQuery:
         row = next(iter(compiler.results_iter(results=[[row]])))
         return compiled.instance(row)
 
-    def _compiled(self, using: str) -> "_Compiled":
-        cache = self._local.__dict__.setdefault("by_alias", {})
-        compiled = cache.get(using)
+    def _compiled(self, using: str, shape: dict | None = None) -> "_Compiled":
+        shape = shape or {}
+        cache = self._local.__dict__.setdefault("compiled", {})
+        key = (using, *shape.values())
+        compiled = cache.get(key)
         if compiled is None or compiled.compiler.connection is not connections[using]:
-            compiled = cache[using] = _Compiled(self, using)
+            compiled = cache[key] = _Compiled(self, using, shape)
         return compiled
 
 
 class _Compiled:
-    def __init__(self, query: CompiledQuery, using: str):
+    def __init__(self, query: CompiledQuery, using: str, shape: dict):
         connection = connections[using]
         placeholders = {name: _INT_BASE - n for n, name in enumerate(query.ints)}
         times = {name: _TIME_BASE + timedelta(microseconds=n) for n, name in enumerate(query.times)}
-        queryset = query.build(**placeholders, **times)
+        queryset = query.build(**placeholders, **times, **shape)
         self.compiler = queryset.query.get_compiler(using=using)
         self.sql, params = self.compiler.as_sql()
         self.params = tuple(params)

@@ -160,14 +160,12 @@ def record_judgment(*, rater, judgment: JudgmentInput, project=None, now=None) -
     return recorded
 
 
-def _comparison_to_lock(comparison_id, *, rater, project=None, projects=None):
-    """The comparison to judge, in a project the rater may label, with its project and whether the rater
-    is paused there, locked for the rest of the transaction."""
-    projects = projects if projects is not None else projects_for(rater)
+def _comparison_to_lock(comparison_id, *, rater_id: int, projects, project=None):
+    """The comparison to judge, in one of `projects` (those the rater may label), with its project and
+    whether the rater is paused there, locked for the rest of the transaction."""
     comparisons = Comparison.objects.filter(pk=comparison_id, project__in=projects)
     if project is not None:
         comparisons = comparisons.filter(project=project)
-    rater_id = rater if isinstance(rater, int) else rater.pk
     paused = RaterStanding.objects.filter(project=OuterRef("project"), rater_id=rater_id, paused=True)
     return (
         comparisons.select_related("project")
@@ -178,15 +176,13 @@ def _comparison_to_lock(comparison_id, *, rater, project=None, projects=None):
 
 
 # The API's lookup (no project given), built and compiled once per thread and shape (labeling.compiled).
-_LOCK_COMPARISON = {
-    superuser: CompiledQuery(
-        lambda *, comparison_id, rater_id, superuser=superuser: _comparison_to_lock(
-            comparison_id, rater=rater_id, projects=labelable_projects(user_id=rater_id, superuser=superuser)
-        ),
-        ints=("comparison_id", "rater_id"),
-    )
-    for superuser in (False, True)
-}
+_LOCK_COMPARISON = CompiledQuery(
+    lambda *, comparison_id, rater_id, superuser: _comparison_to_lock(
+        comparison_id, rater_id=rater_id, projects=labelable_projects(user_id=rater_id, superuser=superuser)
+    ),
+    ints=("comparison_id", "rater_id"),
+    shapes=("superuser",),
+)
 
 
 def _record(*, rater, judgment: JudgmentInput, project, now) -> Recorded:
@@ -194,9 +190,13 @@ def _record(*, rater, judgment: JudgmentInput, project, now) -> Recorded:
     # count of leases and judgments (see assignment.py).
     comparison_id = judgment.comparison_id
     if project is None and type(comparison_id) is int and rater.is_active:
-        comparison = _LOCK_COMPARISON[rater.is_superuser].first(comparison_id=comparison_id, rater_id=rater.pk)
+        comparison = _LOCK_COMPARISON.first(
+            comparison_id=comparison_id, rater_id=rater.pk, superuser=rater.is_superuser
+        )
     else:
-        comparison = _comparison_to_lock(comparison_id, rater=rater, project=project).first()
+        comparison = _comparison_to_lock(
+            comparison_id, rater_id=rater.pk, projects=projects_for(rater), project=project
+        ).first()
     if comparison is None:
         raise ComparisonNotFound("No such comparison in a project you can label.")
     # The lease is judged by the clock once the row lock is held, not when the

@@ -233,10 +233,10 @@ class _Publisher:
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self):
-        # (kind, project id) -> when it may run (time.monotonic()), each once, in arrival order.
-        self._waiting: dict[tuple[str, int], float] = {}
+        # (kind, project id) -> (when it may run (time.monotonic()), what a _CHECK job calls), each once,
+        # in arrival order.
+        self._waiting: dict[tuple[str, int], tuple[float, Callable[..., object] | None]] = {}
         self._last_run: dict[tuple[str, int], float] = {}
-        self._checks: dict[int, Callable[..., object]] = {}  # project id -> what its _CHECK job calls
         self._busy = False
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -244,12 +244,10 @@ class _Publisher:
     def submit(self, project_id: int, *, kind: str = _RETRAIN, run: Callable[..., object] | None = None) -> bool:
         job = (kind, project_id)
         with self._condition:
-            if run is not None:
-                self._checks[project_id] = run
             if job not in self._waiting:
                 if len(self._waiting) >= self.capacity:
                     return False
-                self._waiting[job] = self._last_run.get(job, -1e9) + _MIN_INTERVAL.get(kind, 0.0)
+                self._waiting[job] = (self._last_run.get(job, -1e9) + _MIN_INTERVAL.get(kind, 0.0), run)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="retrain-publisher", daemon=True)
                 self._thread.start()
@@ -260,28 +258,25 @@ class _Publisher:
         with self._condition:
             return self._condition.wait_for(lambda: not self._waiting and not self._busy, timeout)
 
-    def _next_job(self) -> tuple[str, int]:
+    def _next_job(self) -> tuple[str, int, Callable[..., object] | None]:
         # With the condition held: the first job whose time has come, waiting for one if none has.
         while True:
             now = time.monotonic()
-            ready = next((job for job, at in self._waiting.items() if at <= now), None)
+            ready = next((job for job, (at, _) in self._waiting.items() if at <= now), None)
             if ready is not None:
-                del self._waiting[ready]
+                _, run = self._waiting.pop(ready)
                 self._last_run[ready] = now
-                return ready
-            self._condition.wait(min(self._waiting.values()) - now if self._waiting else None)
+                return (*ready, run)
+            self._condition.wait(min(at for at, _ in self._waiting.values()) - now if self._waiting else None)
 
     def _run(self):
         while True:
             with self._condition:
-                kind, project_id = self._next_job()
-                check = self._checks.pop(project_id, None) if kind == _CHECK else None
+                kind, project_id, run = self._next_job()
                 self._busy = True
             try:
-                if kind == _CHECK:
-                    check(project_id=project_id)
-                else:
-                    (publish_refit if kind == _REFIT else publish_retrain)(project_id=project_id)
+                # Publishers are looked up when they run (tests replace them); a check comes with its job.
+                (run or (publish_refit if kind == _REFIT else publish_retrain))(project_id=project_id)
             except Exception:  # a database error while recording the outcome: the row stays pending
                 log.exception("publishing the %s of project %s failed", kind, project_id)
             finally:

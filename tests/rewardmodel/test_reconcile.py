@@ -122,16 +122,21 @@ def test_the_schedule_task_publishes_a_retrain_per_project_with_new_judgments(pr
     assert published(broker) == [("rewardmodel.tasks.retrain", [project.pk], {"trigger": "schedule"})]
 
 
-def test_a_retrain_merged_into_a_training_that_then_died_is_published_once_its_lease_runs_out(project):
-    """Worker A trains; the next retrain is marked pending and handed to the broker; A is SIGKILLed; worker
-    B gets that message while A's lease still runs and merges it (COALESCED). The message is consumed, so
-    the reconcile must publish the pending retrain as soon as A's lease lapses, not 30 minutes later."""
+def a_trains_v1_while_the_next_retrain_is_handed_over(project):
+    """Worker A holds the slot and trains v1; the next retrain is pending and handed to the broker."""
     loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
     assert loop.acquire_training_slot(project_id=project.pk, owner="task-A")
     assert loop.take_pending_retrain(project_id=project.pk)
     RewardModelVersionFactory(project=project, version=1, status="training", task_id="task-A", attempts=1)
     assert loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
     loop.record_enqueued(project_id=project.pk)
+
+
+def test_a_retrain_merged_into_a_training_that_then_died_is_published_once_its_lease_runs_out(project):
+    """Worker A trains; the next retrain is marked pending and handed to the broker; A is SIGKILLed; worker
+    B gets that message while A's lease still runs and merges it (COALESCED). The message is consumed, so
+    the reconcile must publish the pending retrain as soon as A's lease lapses, not 30 minutes later."""
+    a_trains_v1_while_the_next_retrain_is_handed_over(project)
 
     outcome = pipeline.run_retrain(project_id=project.pk, owner="task-B")
     assert outcome.status == pipeline.RetrainStatus.COALESCED
@@ -145,12 +150,7 @@ def test_a_version_a_killed_worker_left_is_published_even_when_its_retrain_was_p
     """Seen in benchmarks/load_faults.py: the next retrain was published while v1 trained, and the SIGKILLed
     worker had prefetched that message (the broker returns it only after its visibility timeout). The
     orphan must be published as soon as the dead worker's lease lapses, though the flag was already set."""
-    loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
-    assert loop.acquire_training_slot(project_id=project.pk, owner="task-A")
-    assert loop.take_pending_retrain(project_id=project.pk)
-    RewardModelVersionFactory(project=project, version=1, status="training", task_id="task-A", attempts=1)
-    assert loop.mark_retrain_pending(project_id=project.pk, reason=Trigger.THRESHOLD)
-    loop.record_enqueued(project_id=project.pk)
+    a_trains_v1_while_the_next_retrain_is_handed_over(project)
 
     assert reconcile.retrains_to_publish(now=timezone.now()) == []  # A's lease still runs
     after_the_lease = timezone.now() + loop.lock_ttl() + timedelta(minutes=1)
