@@ -183,6 +183,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # the PRAGMAs below cost every request otherwise. The busy timeout bounds
     # a wait for the write lock (held for one short transaction at a time).
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("SQLITE_CONN_MAX_AGE", 600)
+    # Django's backend, with write transactions queued on a file lock (config/sqlite/base.py).
+    DATABASES["default"]["ENGINE"] = "config.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,

@@ -34,7 +34,7 @@ REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}  # noqa: F40
 # leaks from one test into the next. Django creates the table with the test
 # database. tests/test_login_protection.py checks the real choice (_caches).
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"}}
-if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] != "config.sqlite":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # The production pool (settings.py), sized for the concurrency tests' threads (32 raters at once),
     # with a patient timeout: opening 33 connections on a busy machine can take seconds.
