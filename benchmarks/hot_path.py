@@ -556,7 +556,7 @@ def bench_database(db: str, args, rows: list[Row], plans: dict) -> None:
             check = django_step(env, "check", project=grid["project"], prefix=prefix)
             rows.append(Row(f"main, {db}", n, keepalive, grid["comparisons"], stats, check["double"], rss))
             print_table(rows[-1:])
-        scale = [2_000, 100_000] + ([1_000_000] if db == "postgres" and args.million else [])
+        scale = [] if args.no_scale else [2_000, 100_000] + ([1_000_000] if db == "postgres" and args.million else [])
         for size in scale:
             project = django_step(env, "project", slug=f"scale-{db}-{size}", comparisons=size, hh=False)
             if db == "postgres":
@@ -642,6 +642,7 @@ def main() -> None:
     parser.add_argument(
         "--million", action="store_true", help="the scale check at 1,000,000 comparisons too (PostgreSQL)"
     )
+    parser.add_argument("--no-scale", action="store_true", help="skip the scale check (2,000 / 100,000 comparisons)")
     parser.add_argument("--postgres", help=f"server for the scratch database (default {DEFAULT_PG})")
     parser.add_argument("--label-studio", help="URL of a running Label Studio")
     parser.add_argument("--label-studio-token")

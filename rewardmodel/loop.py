@@ -43,7 +43,17 @@ def loop_settings_for(project: Project) -> LoopSettings:
 def retrain_is_due(project: Project) -> bool:
     """The judgment-count trigger: retrain_every new judgments since the last version (0: never)."""
     every = loop_settings_for(project).retrain_every
-    return every > 0 and new_judgments_since_last_version(project) >= every
+    if every <= 0:
+        return False
+    judgments, already_read = _judgments_since_last_version(project)
+    return at_least(judgments, every + already_read)
+
+
+def at_least(judgments, n: int) -> bool:
+    """judgments holds n rows or more. The publisher thread asks this after every burst of
+    judgments: it reads at most n entries of the index (LIMIT 1 OFFSET n - 1) where a COUNT(*)
+    would read them all (a project with no version yet: every judgment it has)."""
+    return n <= 0 or judgments.order_by().values("pk")[n - 1 : n].exists()
 
 
 def new_judgments_since_last_version(project: Project) -> int:
@@ -55,6 +65,13 @@ def new_judgments_since_last_version(project: Project) -> int:
     queued has read nothing yet: every judgment counts. A version without that id
     in its snapshot (made by hand) falls back to total minus its judgments_count.
     """
+    judgments, already_read = _judgments_since_last_version(project)
+    return judgments.count() - already_read
+
+
+def _judgments_since_last_version(project: Project):
+    """(judgments, how many of them the newest version read): the range above the last id that
+    version read, and 0; or, for a version without that id, all of them and its judgments_count."""
     latest = (
         RewardModelVersion.objects.filter(project=project)
         .exclude(status=RewardModelVersion.Status.FAILED)
@@ -67,8 +84,8 @@ def new_judgments_since_last_version(project: Project) -> int:
     judgments = Judgment.objects.filter(project=project, repeat_of__isnull=True)
     if isinstance(snapshot, dict) and "last_judgment_id" in snapshot:
         last_id = snapshot["last_judgment_id"]  # None: that version read no judgments
-        return (judgments if last_id is None else judgments.filter(pk__gt=last_id)).count()
-    return judgments.count() - judgments_read
+        return (judgments if last_id is None else judgments.filter(pk__gt=last_id)), 0
+    return judgments, judgments_read
 
 
 # --- the pending retrain ------------------------------------------------------
@@ -141,7 +158,7 @@ def refit_is_due(project: Project) -> bool:
     )
     if active is None:
         return False  # nothing to refit: the first version comes from a retrain
-    return judgments_after(project, last_judgment_read(*active)) >= every
+    return at_least(_votes_after(project, last_judgment_read(*active)), every)
 
 
 def last_judgment_read(data_snapshot, head_refit) -> int | None:
@@ -156,8 +173,12 @@ def last_judgment_read(data_snapshot, head_refit) -> int | None:
 
 def judgments_after(project: Project, last_id: int | None) -> int:
     """Votes (not repeats) with an id above last_id: a range of the (project, id) index."""
+    return _votes_after(project, last_id).count()
+
+
+def _votes_after(project: Project, last_id: int | None):
     judgments = Judgment.objects.filter(project=project, repeat_of__isnull=True)
-    return (judgments if last_id is None else judgments.filter(pk__gt=last_id)).count()
+    return judgments if last_id is None else judgments.filter(pk__gt=last_id)
 
 
 def mark_refit_requested(*, project_id: int, now: datetime | None = None) -> bool:

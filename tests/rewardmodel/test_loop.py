@@ -139,3 +139,21 @@ def test_a_retrain_is_due_at_retrain_every_new_judgments_and_never_at_zero(proje
     loop_settings.retrain_every = 0
     loop_settings.save()
     assert not loop.retrain_is_due(project)
+
+
+def test_the_retrain_check_reads_at_most_retrain_every_judgments(project, loop_settings, alice):
+    # The publisher thread asks after every burst of judgments; a project without a version
+    # would otherwise count every judgment it has, each time.
+    loop_settings.retrain_every = 3
+    loop_settings.save()
+    JudgmentFactory.create_batch(5, comparison__prompt__project=project, rater=alice)
+    hand_made = RewardModelVersionFactory(project=project, version=1, status="active", accuracy=0.6)
+    RewardModelVersion.objects.filter(pk=hand_made.pk).update(judgments_count=3, data_snapshot={})
+
+    with CaptureQueriesContext(connection) as queries:
+        assert not loop.retrain_is_due(project)  # 5 - 3 read by a version without a last id: 2
+    probe = queries.captured_queries[-1]["sql"].upper()
+    assert "COUNT(" not in probe and "LIMIT 1 OFFSET 5" in probe
+
+    JudgmentFactory(comparison__prompt__project=project, rater=alice)
+    assert loop.retrain_is_due(project)
