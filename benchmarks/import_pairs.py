@@ -17,9 +17,10 @@ in a fresh process (`--child`), so that each figure of peak memory (ru_maxrss) i
     judgments  --judgments rows (10 raters over the imported comparisons), bulk-written: the data of
     export     export_preferences raw (one line per judgment) and trl to /dev/null, streamed
 
-and prints wall seconds, CPU seconds of the process, CPU seconds of the PostgreSQL backend that served
-it (read from /proc: the server is local), lines/s and peak RSS, side by side. The machine's load
-average is printed too: on a shared machine wall time is what the other processes leave.
+and prints wall seconds, CPU seconds of the process and of the importer's parser process (the forked
+child that parses ahead, labeling/importing/pipelining.py), CPU seconds of the PostgreSQL backend that
+served it (read from /proc: the server is local), lines/s and peak RSS of both processes, side by side.
+The machine's load average is printed too: on a shared machine wall time is what the other processes leave.
 """
 
 import argparse
@@ -107,11 +108,14 @@ def child(step: str, args: argparse.Namespace) -> dict:
     server = _BackendClock(connection)
     start, cpu = time.perf_counter(), time.process_time()
     figures = STEPS[step](args)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the importer's parser process, reaped
     figures.update(
         wall_s=time.perf_counter() - start,
         cpu_s=time.process_time() - cpu,
+        parser_cpu_s=children.ru_utime + children.ru_stime,
         server_cpu_s=server.seconds(),
         rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        parser_rss_mb=children.ru_maxrss / 1024,
     )
     return figures
 
@@ -262,9 +266,11 @@ def scratch_database(kind: str, folder: Path, postgres: str) -> tuple[str, calla
 def row(name: str, figures: dict) -> str:
     rate = figures["lines"] / figures["wall_s"] if figures.get("lines") else 0
     server = figures.get("server_cpu_s")
+    parser_cpu, parser_rss = figures.get("parser_cpu_s", 0), figures.get("parser_rss_mb", 0)
     return (
         f"| {name} | {figures.get('lines', 0):,} | {figures['wall_s']:.1f} | {figures['cpu_s']:.1f} | "
-        f"{'-' if server is None else f'{server:.1f}'} | {rate:,.0f} | {figures['rss_mb']:,.0f} |"
+        f"{f'{parser_cpu:.1f}' if parser_cpu else '-'} | {'-' if server is None else f'{server:.1f}'} | "
+        f"{rate:,.0f} | {figures['rss_mb']:,.0f} | {f'{parser_rss:,.0f}' if parser_rss else '-'} |"
     )
 
 
@@ -326,8 +332,9 @@ def main() -> None:
         if baseline_dir is None:
             print(f"(no git revision {args.baseline_rev}: the baseline row is left out)")
         table = [
-            "| step | lines | wall s | CPU s | server CPU s | lines/s (wall) | peak RSS MB |",
-            "|---|---|---|---|---|---|---|",
+            "| step | lines | wall s | CPU s | parser process CPU s | server CPU s | lines/s (wall) | peak RSS MB |"
+            " parser process peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for kind in args.db.split(","):
             table += bench(kind.strip(), args, folder, path, baseline_dir)

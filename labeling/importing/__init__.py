@@ -4,6 +4,7 @@
     values.py    the checks on single values (prompts, texts, metadata, ids)
     pairing.py   which pairs of responses become comparisons, and which side is A
     bulk.py      the bulk writer: COPY / executemany with ids allocated up front
+    pipelining.py  parse_ahead: the rest of a big file parsed in a forked child while this process writes
     importer.py  import_pairs: parse, match what is already stored, write the rest
 
 Callers use the names below: `from labeling import importing;

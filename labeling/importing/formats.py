@@ -91,6 +91,9 @@ class ImportFileError(ValueError):
         self.line = line
         self.message = message
 
+    def __reduce__(self):  # pickled from the parser process (pipelining.py)
+        return type(self), (self.line, self.message)
+
 
 class _Skip(Exception):
     """An HH line with no comparison in it (see the module docstring)."""
@@ -138,6 +141,22 @@ class ParsedFile:
     # (prompt hash, unordered pair) -> (its A hash, its answer, its line). Shared by a Parser's chunks.
     gold_lines: dict[tuple, tuple[str, str, int]] = field(default_factory=dict)
 
+    def __reduce__(self):
+        # Pickled in the parser process (pipelining.py) as plain tuples, which pickle writes and
+        # reads in C: pickling the row dataclasses one by one took longer than parsing them.
+        # The gold lines stay behind: they are the Parser's, not the writer's.
+        return _parsed_file, (
+            self.format,
+            self.lines,
+            self.skipped,
+            [(digest, r.conversation, r.metadata, r.external_id, r.line) for digest, r in self.prompts.items()],
+            [(key, r.text, r.source, r.metadata, r.line) for key, r in self.responses.items()],
+            [
+                (key, r.prompt_hash, r.a_hash, r.b_hash, r.label, r.line, r.gold_label, r.gold_line)
+                for key, r in self.comparisons.items()
+            ],
+        )
+
     def prompt(self, conversation, line, metadata=None, external_id="") -> str:
         digest = _sha256(canonical_conversation(conversation))
         if digest not in self.prompts:
@@ -170,6 +189,17 @@ class ParsedFile:
             # The row keeps the first line's A/B order; a later line may name the pair the other way round.
             row.gold_label = gold_label if row.a_hash == a_hash else pairing.flipped(gold_label)
             row.gold_line = line
+
+
+def _parsed_file(format, lines, skipped, prompts, responses, comparisons) -> ParsedFile:
+    return ParsedFile(
+        format=format,
+        lines=lines,
+        skipped=skipped,
+        prompts={digest: PromptRow(*row) for digest, *row in prompts},
+        responses={key: ResponseRow(*row) for key, *row in responses},
+        comparisons={key: ComparisonRow(*row) for key, *row in comparisons},
+    )
 
 
 def check_format(format: str | None) -> None:

@@ -4,8 +4,11 @@ The file is read in order, CHUNK_LINES lines (at most CHUNK_BYTES) at a time
 (formats.Parser); each chunk is checked, matched by content hash against what
 the project holds (Prompt: per project; Response: per prompt; Comparison: the
 unordered pair of responses), and what is new goes in through the bulk writer
-(bulk.py) before the next chunk is read. So memory holds one chunk and a few
+(bulk.py) before the next chunk is written. So memory holds a few chunks and a few
 ids per row, never the file, and importing a file twice adds nothing.
+A file of more than one chunk is parsed ahead in a forked child process
+(pipelining.py) while this process writes: the two halves, each about one
+core's work, overlap on two cores.
 
 Everything happens in one transaction, so a file goes in whole or not at all:
 a malformed line on line 90,000 rolls back the chunks written before it, and
@@ -21,7 +24,8 @@ with that answer, translated to the stored A/B order. An import never unmarks
 gold; the admin and the API do.
 """
 
-from collections.abc import Callable, Iterable
+import io
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
@@ -31,7 +35,7 @@ from django.db import transaction
 from labeling.comparisons import mark_gold
 from labeling.models import Comparison, Project, Prompt, Response
 
-from . import bulk, formats, pairing
+from . import bulk, formats, pairing, pipelining
 from .formats import ComparisonRow, ParsedFile
 
 CHUNK_LINES = 4000  # lines per chunk: each chunk is a few queries and three COPYs
@@ -100,12 +104,47 @@ def import_pairs(
     with transaction.atomic():
         project, created = _lock_or_create_project(project_slug, project_name or project_slug)
         writer = _Writer(project, was_empty=created, gold_from_labels=gold_from_labels)
-        with bulk.tuned_for_writing():
-            for chunk in parser.chunks(lines, chunk_lines=CHUNK_LINES, chunk_bytes=CHUNK_BYTES):
+        chunks = _with_position(parser, parser.chunks(lines, chunk_lines=CHUNK_LINES, chunk_bytes=CHUNK_BYTES))
+        with (
+            bulk.tuned_for_writing(),
+            pipelining.cyclic_gc_paused(),
+            pipelining.parse_ahead(
+                chunks,
+                source_fd=_file_descriptor(lines),
+                more_may_follow=_more_may_follow,
+                tail=lambda: (parser.format, parser.lines),
+            ) as parsed,
+        ):
+            for chunk, position in parsed:
                 writer.write(chunk)
                 if progress is not None:
-                    progress(parser.lines, parser.bytes_read)
-    return writer.result(format=parser.format, lines=parser.lines)
+                    progress(*position)
+        format, lines_read = parsed.result  # from the child, which read the rest of the file
+    return writer.result(format=format, lines=lines_read)
+
+
+def _with_position(parser: formats.Parser, chunks: Iterator[ParsedFile]) -> Iterator[tuple[ParsedFile, tuple]]:
+    """Each chunk with where the file stands after it (lines, bytes read), for progress."""
+    for chunk in chunks:
+        # Chunks share the file's gold lines with the Parser; the writer needs none of them, and
+        # a chunk sent to another process would otherwise carry all of them every time.
+        chunk.gold_lines = {}
+        yield chunk, (parser.lines, parser.bytes_read)
+
+
+def _file_descriptor(lines) -> int | None:
+    """The descriptor of the file lines reads from (an open file, gzip's too); None for anything else."""
+    if not isinstance(lines, io.IOBase):
+        return None
+    try:
+        return lines.fileno()
+    except (OSError, ValueError):  # in memory (BytesIO), or closed
+        return None
+
+
+def _more_may_follow(item: tuple[ParsedFile, tuple]) -> bool:
+    chunk, (_, bytes_read) = item
+    return chunk.lines >= CHUNK_LINES or bytes_read >= CHUNK_BYTES
 
 
 def _lock_or_create_project(slug: str, name: str) -> tuple[Project, bool]:
