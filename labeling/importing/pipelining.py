@@ -21,27 +21,29 @@ What stays as it was:
 - Memory: the pipe holds about one chunk (a send blocks until the parent reads), so
   there are at most three in memory: the one being written, one in the pipe, and the
   one being parsed.
-- The child touches no database: it only parses and sends, and leaves with os._exit
-  (multiprocessing's), so it never closes the parent's connections or runs its exit
-  handlers. The parent ends the child whatever happens (SIGKILL if still running, then join).
+- The child touches no database: it only parses and sends, and leaves with os._exit,
+  so it never closes the parent's connections or runs its exit handlers. The parent
+  ends the child whatever happens (SIGKILL if still running) and reaps it.
 
 Small files (one chunk) never fork. Where fork is not available (or
 IMPORT_PARSE_PROCESS=0), everything runs in this process, as before.
 """
 
 import gc
-import multiprocessing
+import logging
 import os
 import pickle
 import signal
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 _CHUNK, _END, _ERROR = "chunk", "end", "error"
+log = logging.getLogger(__name__)
 
 
 def available() -> bool:
-    return os.environ.get("IMPORT_PARSE_PROCESS", "1") != "0" and "fork" in multiprocessing.get_all_start_methods()
+    return os.environ.get("IMPORT_PARSE_PROCESS", "1") != "0" and hasattr(os, "fork")
 
 
 @contextmanager
@@ -67,7 +69,8 @@ def parse_ahead(items: Iterator, *, source_fd: int | None, more_may_follow, tail
 class _Reader:
     def __init__(self, items: Iterator, tail, more_may_follow, source_fd):
         self.items, self.tail, self.more_may_follow, self.source_fd = items, tail, more_may_follow, source_fd
-        self.child = self.pipe = None
+        self.pid = None  # the child's, once forked
+        self.pipe = None  # our end of its pipe
         self.first = True
         self.result = None
 
@@ -95,23 +98,31 @@ class _Reader:
         return self._receive()
 
     def _fork(self):
-        context = multiprocessing.get_context("fork")
-        receiving, sending = context.Pipe(duplex=False)
-        self.child = context.Process(
-            target=_produce, args=(self.items, self.tail, sending, self.source_fd), name="import-parser", daemon=True
-        )
-        self.child.start()
-        sending.close()  # the child's end; EOF on ours if the child dies
-        self.pipe = receiving
+        # os.fork, not multiprocessing.Process: Celery's pool processes are daemonic to
+        # multiprocessing, which refuses to start children from one.
+        reading, writing = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.close(reading)
+                _produce(self.items, self.tail, writing, self.source_fd)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(writing)  # the child's end: EOF on ours if the child dies
+        self.pid, self.pipe = pid, os.fdopen(reading, "rb")
+        log.info("import: the rest of the file is parsed ahead in process %s", pid)
         # This process never resumes its copy of the iterator: the child owns the rest of the file.
         self.items = iter(())
 
     def _receive(self):
-        try:
-            kind, payload = _loads(self.pipe.recv_bytes())
-        except EOFError:
-            code = self.child.exitcode if self.child is not None else None
-            raise RuntimeError(f"The import's parser process ended without finishing (exit code {code}).") from None
+        header = self.pipe.read(_HEADER.size)
+        body = self.pipe.read(_HEADER.unpack(header)[0]) if len(header) == _HEADER.size else b""
+        if not body:
+            code = self._reap()
+            raise RuntimeError(f"The import's parser process ended without finishing (exit code {code}).")
+        kind, payload = _loads(body)
         if kind == _CHUNK:
             return payload
         self._close_pipe()
@@ -125,35 +136,58 @@ class _Reader:
             self.pipe.close()
             self.pipe = None
 
+    def _reap(self, kill: bool = False) -> int | None:
+        """Wait for the child (killing it first if asked) and return its exit code."""
+        if self.pid is None:
+            return None
+        if kill:
+            try:
+                os.kill(self.pid, signal.SIGKILL)  # it holds nothing to clean up: only parsed lines
+            except ProcessLookupError:
+                pass
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        return os.waitstatus_to_exitcode(status)
+
     def stop(self):
         self._close_pipe()
-        if self.child is not None:
-            if self.child.is_alive():
-                self.child.kill()  # it holds nothing to clean up: only parsed lines
-            self.child.join()
-            self.child.close()
-            self.child = None
+        if self.pid is not None:
+            finished, _ = os.waitpid(self.pid, os.WNOHANG)
+            if finished:
+                self.pid = None
+            else:
+                self._reap(kill=True)
 
 
-def _produce(items: Iterator, tail, sending, source_fd: int) -> None:
+_HEADER = struct.Struct("!Q")  # each message: its length, then the pickle
+
+
+def _produce(items: Iterator, tail, writing: int, source_fd: int) -> None:
     """The child: parse the rest and send it, then the tail's result or the error."""
     # The handlers this process inherited are its parent's (gunicorn's, Celery's): the parent ends
     # this child with SIGKILL anyway, and a Ctrl-C in a terminal is the parent's to handle.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _close_inherited(keep={0, 1, 2, source_fd, sending.fileno()})
-    gc.disable()  # see _loads; this process lives for one file, and what it makes is freed by refcount
-    try:
-        for item in items:
-            sending.send_bytes(pickle.dumps((_CHUNK, item), protocol=pickle.HIGHEST_PROTOCOL))
-        message = (_END, tail() if tail else None)
-    except BaseException as error:  # handed to the parent, which raises it
-        message = (_ERROR, _picklable(error))
-    try:
-        sending.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-    except (BrokenPipeError, OSError):
-        pass  # the parent has stopped listening (its own error): nothing to tell
-    sending.close()
+    _close_inherited(keep={0, 1, 2, source_fd, writing})
+    gc.disable()  # see cyclic_gc_paused; this process lives for one file, and refcounting frees its objects
+    with os.fdopen(writing, "wb") as pipe:
+
+        def send(message) -> None:
+            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            pipe.write(_HEADER.pack(len(data)))
+            pipe.write(data)
+            pipe.flush()
+
+        try:
+            for item in items:
+                send((_CHUNK, item))
+            message = (_END, tail() if tail else None)
+        except BaseException as error:  # handed to the parent, which raises it
+            message = (_ERROR, _picklable(error))
+        try:
+            send(message)
+        except OSError:
+            pass  # the parent has stopped listening (its own error): nothing to tell
 
 
 @contextmanager

@@ -290,15 +290,18 @@ def test_a_real_worker_takes_the_job_from_the_default_queue(admin_user, settings
     )
     client = Client()
     client.force_login(admin_user)
+    n = importer.CHUNK_LINES + 50
     with use_broker("filesystem://", filesystem_transport_options(var / "broker")):
         worker = Worker(env, tmp_path / "worker.log")
         try:
-            post_upload(client, pairs(50), project="worked")
+            # More than one chunk: Celery's pool process forks the parser (importing/pipelining.py).
+            post_upload(client, pairs(n), project="worked")
             job = ImportJob.objects.get()
             wait_for(
                 lambda: ImportJob.objects.get(pk=job.pk).status == ImportJob.Status.SUCCEEDED, 120, "the job", worker
             )
         finally:
             worker.stop()
-    assert rows_of("worked") == (50, 100, 50)
+    assert rows_of("worked") == (n, 2 * n, n)
+    assert "the rest of the file is parsed ahead in process" in (tmp_path / "worker.log").read_text()
     assert not Path(job.path).exists()
