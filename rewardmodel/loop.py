@@ -80,12 +80,10 @@ def _judgments_since_last_version(project: Project):
         .first()
     )
     snapshot, judgments_read = latest or ({}, 0)
-    # Repeats (a rater's second look, for self-consistency) are not votes: they add nothing to train on.
-    judgments = Judgment.objects.filter(project=project, repeat_of__isnull=True)
     if isinstance(snapshot, dict) and "last_judgment_id" in snapshot:
-        last_id = snapshot["last_judgment_id"]  # None: that version read no judgments
-        return (judgments if last_id is None else judgments.filter(pk__gt=last_id)), 0
-    return judgments, judgments_read
+        # None: that version read no judgments.
+        return _votes_after(project, snapshot["last_judgment_id"]), 0
+    return _votes_after(project, None), judgments_read
 
 
 # --- the pending retrain ------------------------------------------------------
@@ -177,6 +175,7 @@ def judgments_after(project: Project, last_id: int | None) -> int:
 
 
 def _votes_after(project: Project, last_id: int | None):
+    # Repeats (a rater's second look, for self-consistency) are not votes: they add nothing to train on.
     judgments = Judgment.objects.filter(project=project, repeat_of__isnull=True)
     return judgments if last_id is None else judgments.filter(pk__gt=last_id)
 

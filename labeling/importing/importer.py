@@ -126,9 +126,6 @@ def import_pairs(
 def _with_position(parser: formats.Parser, chunks: Iterator[ParsedFile]) -> Iterator[tuple[ParsedFile, tuple]]:
     """Each chunk with where the file stands after it (lines, bytes read), for progress."""
     for chunk in chunks:
-        # Chunks share the file's gold lines with the Parser; the writer needs none of them, and
-        # a chunk sent to another process would otherwise carry all of them every time.
-        chunk.gold_lines = {}
         yield chunk, (parser.lines, parser.bytes_read)
 
 

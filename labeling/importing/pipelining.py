@@ -81,21 +81,18 @@ class _Reader:
         if self.first:
             # The first item in this process: a file of one chunk needs no child.
             self.first = False
-            try:
-                item = next(self.items)
-            except StopIteration:
-                self.result = self.tail() if self.tail else None
-                raise
+            item = self._next_here()
             if self.source_fd is not None and self.more_may_follow(item) and available():
                 self._fork()
             return item
-        if self.pipe is None:
-            try:
-                return next(self.items)
-            except StopIteration:
-                self.result = self.tail() if self.tail else None
-                raise
-        return self._receive()
+        return self._next_here() if self.pipe is None else self._receive()
+
+    def _next_here(self):
+        try:
+            return next(self.items)
+        except StopIteration:
+            self.result = self.tail() if self.tail else None
+            raise
 
     def _fork(self):
         # os.fork, not multiprocessing.Process: Celery's pool processes are daemonic to
